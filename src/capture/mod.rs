@@ -1,0 +1,519 @@
+//! Capture input: pcap and pcapng files or streams, read block by block.
+//!
+//! The reader never holds more than one block (plus read-ahead) in memory, so a
+//! multi-gigabyte capture streams through in constant space. Timestamps are
+//! normalised to nanoseconds since the Unix epoch; frame numbers count from 1
+//! across all input files, the way Wireshark numbers them for one file.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
+
+mod linktype;
+
+pub use linktype::LinkType;
+
+/// One captured packet, borrowed from the reader's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    /// Wireshark frame number (1-based, continuing across files).
+    pub frame: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub ts_ns: i64,
+    pub link: LinkType,
+    /// Captured bytes (may be shorter than `orig_len` when snaplen cut the packet).
+    pub data: &'a [u8],
+    pub orig_len: u32,
+}
+
+/// What the reader saw besides packets.
+#[derive(Debug, Default, Clone)]
+pub struct CaptureStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets whose captured length is below their original length (snaplen).
+    pub truncated_packets: u64,
+    /// Packets on a pcapng interface that was never described (dropped).
+    pub unknown_interface_packets: u64,
+    /// Non-packet pcapng blocks skipped (statistics, name resolution, custom …).
+    pub other_blocks: u64,
+    /// The file ended inside a record or a block was corrupt; reading stopped there.
+    pub cut_short: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum CaptureError {
+    Io { path: String, err: io::Error },
+    NotACapture { path: String },
+    Empty { path: String },
+}
+
+impl fmt::Display for CaptureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaptureError::Io { path, err } => write!(f, "{path}: {err}"),
+            CaptureError::NotACapture { path } => write!(
+                f,
+                "{path}: not a pcap or pcapng capture (unrecognised file header)"
+            ),
+            CaptureError::Empty { path } => write!(f, "{path}: empty file, no capture header"),
+        }
+    }
+}
+
+impl std::error::Error for CaptureError {}
+
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    link: LinkType,
+    /// Timestamp units per second.
+    resolution: u64,
+    /// Seconds added to every timestamp (pcapng if_tsoffset).
+    offset_s: i64,
+}
+
+/// Initial read buffer; grown on demand up to `MAX_BLOCK` for jumbo records.
+const INITIAL_BUFFER: usize = 1 << 20;
+/// Largest single block accepted. pcapng blocks are at most 2^32 bytes by
+/// format, but no real capture has a record near this; a larger one is corrupt.
+const MAX_BLOCK: usize = 256 << 20;
+
+/// Reads one capture (file or stream) and hands out its packets.
+pub struct CaptureReader<'r> {
+    name: String,
+    inner: Box<dyn PcapReaderIterator + Send + 'r>,
+    capacity: usize,
+    legacy: Option<Interface>,
+    interfaces: Vec<Interface>,
+    stats: CaptureStats,
+    /// Bytes of the input consumed so far (for progress).
+    consumed: u64,
+}
+
+impl<'r> CaptureReader<'r> {
+    /// Opens a capture file, or standard input when `path` is `-`.
+    pub fn open(path: &Path) -> Result<CaptureReader<'static>, CaptureError> {
+        let name = path.display().to_string();
+        if name == "-" {
+            return CaptureReader::from_reader(name, io::stdin());
+        }
+        let file = File::open(path).map_err(|err| CaptureError::Io {
+            path: name.clone(),
+            err,
+        })?;
+        CaptureReader::from_reader(name, file)
+    }
+
+    pub fn from_reader<R: Read + Send + 'r>(
+        name: String,
+        reader: R,
+    ) -> Result<CaptureReader<'r>, CaptureError> {
+        // pcap-parser's first read may return a short count on pipes; make sure
+        // the magic and the first header are in the buffer before it sniffs them.
+        let reader = FillFirst::new(reader, 64);
+        let inner = match create_reader(INITIAL_BUFFER, reader) {
+            Ok(r) => r,
+            Err(PcapError::Eof) => return Err(CaptureError::Empty { path: name }),
+            Err(PcapError::ReadError) => {
+                return Err(CaptureError::Io {
+                    path: name,
+                    err: io::Error::other("read failed"),
+                })
+            }
+            Err(_) => return Err(CaptureError::NotACapture { path: name }),
+        };
+        Ok(CaptureReader {
+            name,
+            inner,
+            capacity: INITIAL_BUFFER,
+            legacy: None,
+            interfaces: Vec::new(),
+            stats: CaptureStats::default(),
+            consumed: 0,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn stats(&self) -> &CaptureStats {
+        &self.stats
+    }
+
+    /// Bytes of input consumed so far.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Calls `on_packet` for every packet (with the input bytes consumed before
+    /// it, for progress) until the input ends. Frame numbers
+    /// start after `first_frame - 1`. Returns the next free frame number.
+    /// Corruption stops reading and is recorded in `stats().cut_short`.
+    pub fn for_each_packet(
+        &mut self,
+        first_frame: u64,
+        mut on_packet: impl FnMut(&Packet<'_>, u64),
+    ) -> u64 {
+        let mut frame = first_frame;
+        loop {
+            let offset = match self.inner.next() {
+                Ok((offset, block)) => {
+                    if let Some(p) = packet_of(
+                        &mut self.legacy,
+                        &mut self.interfaces,
+                        &mut self.stats,
+                        block,
+                        frame,
+                    ) {
+                        frame += 1;
+                        self.stats.packets += 1;
+                        self.stats.bytes += p.data.len() as u64;
+                        if p.data.len() < p.orig_len as usize {
+                            self.stats.truncated_packets += 1;
+                        }
+                        on_packet(&p, self.consumed);
+                    }
+                    offset
+                }
+                Err(PcapError::Eof) => break,
+                Err(PcapError::Incomplete(_)) => {
+                    if self.inner.reader_exhausted() {
+                        let left = self.inner.data().len();
+                        if left > 0 {
+                            self.stats.cut_short = Some(format!(
+                                "file ends inside a record ({left} trailing bytes ignored)"
+                            ));
+                        }
+                        break;
+                    }
+                    // A block larger than the buffer: grow, otherwise read more.
+                    if self.inner.position() == 0 && self.inner.data().len() >= self.capacity {
+                        if self.capacity >= MAX_BLOCK || !self.inner.grow(self.capacity * 2) {
+                            self.stats.cut_short = Some(format!(
+                                "record larger than {} MiB; stopped reading",
+                                MAX_BLOCK >> 20
+                            ));
+                            break;
+                        }
+                        self.capacity *= 2;
+                    }
+                    if self.inner.refill().is_err() {
+                        self.stats.cut_short = Some("read error".to_string());
+                        break;
+                    }
+                    continue;
+                }
+                Err(PcapError::UnexpectedEof) => {
+                    self.stats.cut_short = Some("file ends inside a record".to_string());
+                    break;
+                }
+                Err(PcapError::ReadError) => {
+                    self.stats.cut_short = Some("read error".to_string());
+                    break;
+                }
+                Err(e) => {
+                    self.stats.cut_short = Some(format!(
+                        "corrupt record after byte {} ({}); stopped reading",
+                        self.consumed,
+                        describe(&e)
+                    ));
+                    break;
+                }
+            };
+            self.consumed += offset as u64;
+            self.inner.consume(offset);
+        }
+        frame
+    }
+}
+
+/// Turns one block into a packet, tracking the interfaces that describe them.
+fn packet_of<'b>(
+    legacy: &mut Option<Interface>,
+    interfaces: &mut Vec<Interface>,
+    stats: &mut CaptureStats,
+    block: PcapBlockOwned<'b>,
+    frame: u64,
+) -> Option<Packet<'b>> {
+    match block {
+        PcapBlockOwned::LegacyHeader(h) => {
+            *legacy = Some(Interface {
+                link: LinkType(h.network.0 as u32),
+                resolution: if h.is_nanosecond_precision() {
+                    1_000_000_000
+                } else {
+                    1_000_000
+                },
+                offset_s: i64::from(h.thiszone),
+            });
+            None
+        }
+        PcapBlockOwned::Legacy(b) => {
+            let iface = (*legacy)?;
+            let ts_ns = ts_from_parts(u64::from(b.ts_sec), u64::from(b.ts_usec), &iface);
+            Some(Packet {
+                frame,
+                ts_ns,
+                link: iface.link,
+                data: b.data,
+                orig_len: b.origlen,
+            })
+        }
+        PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+            // Interface ids are scoped to their section.
+            interfaces.clear();
+            None
+        }
+        PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+            interfaces.push(Interface {
+                link: LinkType(idb.linktype.0 as u32),
+                resolution: idb.ts_resolution().unwrap_or(1_000_000),
+                offset_s: idb.if_tsoffset,
+            });
+            None
+        }
+        PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+            let Some(iface) = interfaces.get(epb.if_id as usize).copied() else {
+                stats.unknown_interface_packets += 1;
+                return None;
+            };
+            let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+            let res = iface.resolution.max(1);
+            let ts_ns = ts_from_parts(raw / res, raw % res, &iface);
+            Some(Packet {
+                frame,
+                ts_ns,
+                link: iface.link,
+                data: &epb.data[..(epb.caplen as usize).min(epb.data.len())],
+                orig_len: epb.origlen,
+            })
+        }
+        PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+            // Simple packet blocks belong to interface 0 and carry no timestamp.
+            let Some(iface) = interfaces.first().copied() else {
+                stats.unknown_interface_packets += 1;
+                return None;
+            };
+            Some(Packet {
+                frame,
+                ts_ns: 0,
+                link: iface.link,
+                data: &spb.data[..(spb.origlen as usize).min(spb.data.len())],
+                orig_len: spb.origlen,
+            })
+        }
+        PcapBlockOwned::NG(_) => {
+            stats.other_blocks += 1;
+            None
+        }
+    }
+}
+
+/// Whole seconds plus a fraction in `iface.resolution` units → ns since epoch.
+fn ts_from_parts(secs: u64, frac: u64, iface: &Interface) -> i64 {
+    let res = iface.resolution.max(1);
+    let frac_ns = if res == 1_000_000_000 {
+        frac
+    } else {
+        (u128::from(frac) * 1_000_000_000 / u128::from(res)) as u64
+    };
+    let secs = (secs as i64).saturating_add(iface.offset_s);
+    secs.saturating_mul(1_000_000_000)
+        .saturating_add(frac_ns as i64)
+}
+
+fn describe(e: &PcapError<&[u8]>) -> String {
+    match e {
+        PcapError::NomError(_, kind) => format!("{kind:?}"),
+        PcapError::OwnedNomError(_, kind) => format!("{kind:?}"),
+        PcapError::BufferTooSmall => "buffer too small".into(),
+        PcapError::HeaderNotRecognized => "unrecognised block".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Makes the very first `read` return at least `min` bytes (or everything, if
+/// the input is shorter), so format sniffing works on pipes that deliver
+/// data in small pieces. Later reads pass straight through.
+struct FillFirst<R> {
+    inner: R,
+    min: usize,
+    first: bool,
+}
+
+impl<R> FillFirst<R> {
+    fn new(inner: R, min: usize) -> Self {
+        FillFirst {
+            inner,
+            min,
+            first: true,
+        }
+    }
+}
+
+impl<R: Read> Read for FillFirst<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.first {
+            return self.inner.read(buf);
+        }
+        self.first = false;
+        let want = self.min.min(buf.len());
+        let mut got = 0;
+        while got < want {
+            match self.inner.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(got)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn legacy_header(magic: u32, link: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&magic.to_le_bytes());
+        v.extend_from_slice(&2u16.to_le_bytes());
+        v.extend_from_slice(&4u16.to_le_bytes());
+        v.extend_from_slice(&0i32.to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes());
+        v.extend_from_slice(&65535u32.to_le_bytes());
+        v.extend_from_slice(&link.to_le_bytes());
+        v
+    }
+
+    fn legacy_record(v: &mut Vec<u8>, sec: u32, frac: u32, data: &[u8], orig: u32) {
+        v.extend_from_slice(&sec.to_le_bytes());
+        v.extend_from_slice(&frac.to_le_bytes());
+        v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        v.extend_from_slice(&orig.to_le_bytes());
+        v.extend_from_slice(data);
+    }
+
+    fn read_all(bytes: Vec<u8>) -> (Vec<(u64, i64, u32, usize)>, CaptureStats) {
+        let mut r =
+            CaptureReader::from_reader("t".into(), io::Cursor::new(bytes)).expect("capture header");
+        let mut out = Vec::new();
+        r.for_each_packet(1, |p, _| {
+            out.push((p.frame, p.ts_ns, p.link.0, p.data.len()))
+        });
+        (out, r.stats().clone())
+    }
+
+    #[test]
+    fn legacy_microsecond_and_nanosecond() {
+        let mut us = legacy_header(0xa1b2_c3d4, 1);
+        legacy_record(&mut us, 10, 5, &[0u8; 60], 60);
+        let (p, _) = read_all(us);
+        assert_eq!(p, vec![(1, 10_000_005_000, 1, 60)]);
+
+        let mut ns = legacy_header(0xa1b2_3c4d, 101);
+        legacy_record(&mut ns, 10, 5, &[0u8; 40], 100);
+        let (p, st) = read_all(ns);
+        assert_eq!(p, vec![(1, 10_000_000_005, 101, 40)]);
+        assert_eq!(st.truncated_packets, 1);
+    }
+
+    #[test]
+    fn legacy_big_endian() {
+        let mut v = Vec::new();
+        v.extend_from_slice(&0xa1b2_c3d4u32.to_be_bytes());
+        v.extend_from_slice(&2u16.to_be_bytes());
+        v.extend_from_slice(&4u16.to_be_bytes());
+        v.extend_from_slice(&0i32.to_be_bytes());
+        v.extend_from_slice(&0u32.to_be_bytes());
+        v.extend_from_slice(&65535u32.to_be_bytes());
+        v.extend_from_slice(&113u32.to_be_bytes());
+        v.extend_from_slice(&7u32.to_be_bytes());
+        v.extend_from_slice(&1u32.to_be_bytes());
+        v.extend_from_slice(&3u32.to_be_bytes());
+        v.extend_from_slice(&3u32.to_be_bytes());
+        v.extend_from_slice(&[1, 2, 3]);
+        let (p, _) = read_all(v);
+        assert_eq!(p, vec![(1, 7_000_001_000, 113, 3)]);
+    }
+
+    #[test]
+    fn cut_in_the_middle_of_a_record() {
+        let mut v = legacy_header(0xa1b2_c3d4, 1);
+        legacy_record(&mut v, 1, 0, &[0u8; 60], 60);
+        legacy_record(&mut v, 2, 0, &[0u8; 60], 60);
+        v.truncate(v.len() - 10);
+        let (p, st) = read_all(v);
+        assert_eq!(p.len(), 1);
+        assert!(st.cut_short.is_some());
+    }
+
+    #[test]
+    fn not_a_capture() {
+        let r = CaptureReader::from_reader(
+            "x".into(),
+            io::Cursor::new(b"hello world, this is text not pcap, long enough to sniff".to_vec()),
+        );
+        assert!(matches!(r, Err(CaptureError::NotACapture { .. })));
+        let r = CaptureReader::from_reader("x".into(), io::Cursor::new(Vec::new()));
+        assert!(matches!(r, Err(CaptureError::Empty { .. })));
+    }
+
+    /// pcapng with two interfaces of different link types and resolutions.
+    #[test]
+    fn pcapng_two_interfaces() {
+        fn block(v: &mut Vec<u8>, ty: u32, body: &[u8]) {
+            let len = 12 + body.len().div_ceil(4) * 4;
+            v.extend_from_slice(&ty.to_le_bytes());
+            v.extend_from_slice(&(len as u32).to_le_bytes());
+            v.extend_from_slice(body);
+            v.resize(v.len() + (len - 12 - body.len()), 0);
+            v.extend_from_slice(&(len as u32).to_le_bytes());
+        }
+        let mut v = Vec::new();
+        let mut shb = Vec::new();
+        shb.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes());
+        shb.extend_from_slice(&1u16.to_le_bytes());
+        shb.extend_from_slice(&0u16.to_le_bytes());
+        shb.extend_from_slice(&(-1i64).to_le_bytes());
+        block(&mut v, 0x0a0d_0d0a, &shb);
+        // if 0: Ethernet, default µs.
+        let mut idb = Vec::new();
+        idb.extend_from_slice(&1u16.to_le_bytes());
+        idb.extend_from_slice(&0u16.to_le_bytes());
+        idb.extend_from_slice(&0u32.to_le_bytes());
+        block(&mut v, 1, &idb);
+        // if 1: SLL2 with if_tsresol = 9 (ns).
+        let mut idb = Vec::new();
+        idb.extend_from_slice(&276u16.to_le_bytes());
+        idb.extend_from_slice(&0u16.to_le_bytes());
+        idb.extend_from_slice(&0u32.to_le_bytes());
+        idb.extend_from_slice(&9u16.to_le_bytes());
+        idb.extend_from_slice(&1u16.to_le_bytes());
+        idb.extend_from_slice(&[9, 0, 0, 0]);
+        idb.extend_from_slice(&[0, 0, 0, 0]);
+        block(&mut v, 1, &idb);
+        for (ifid, ts) in [(0u32, 2_000_001u64), (1, 3_000_000_007)] {
+            let mut epb = Vec::new();
+            epb.extend_from_slice(&ifid.to_le_bytes());
+            epb.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+            epb.extend_from_slice(&(ts as u32).to_le_bytes());
+            epb.extend_from_slice(&5u32.to_le_bytes());
+            epb.extend_from_slice(&5u32.to_le_bytes());
+            epb.extend_from_slice(&[9; 5]);
+            block(&mut v, 6, &epb);
+        }
+        let (p, _) = read_all(v);
+        assert_eq!(
+            p,
+            vec![(1, 2_000_001_000, 1, 5), (2, 3_000_000_007, 276, 5)]
+        );
+    }
+}

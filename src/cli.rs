@@ -1,0 +1,128 @@
+//! Command-line flags (clap) and their validation into run options. No clap
+//! type travels past this module.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::pipeline::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tfwire",
+    version,
+    about = "Reads TensorFlow Serving traffic off the wire and explains why requests were rejected",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decode TF Serving exchanges in pcap/pcapng captures ('-' reads standard input).
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One row per failed exchange, then the root causes (default on a terminal).
+    Table,
+    /// One JSON object per exchange, then a summary object (default when piped).
+    Jsonl,
+    /// Only the closing summary object.
+    Summary,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AnalyzeArgs {
+    /// Capture files (pcap or pcapng); '-' for standard input. Several files of
+    /// one rotated capture are read in the order given.
+    #[arg(required = true, value_name = "CAPTURE")]
+    pub captures: Vec<PathBuf>,
+
+    /// Output format [default: table on a terminal, jsonl otherwise]
+    #[arg(long, short = 'f', value_enum)]
+    pub format: Option<Format>,
+
+    /// TCP port of the gRPC API (repeatable). Connections starting with the
+    /// HTTP/2 preface are decoded on any port.
+    #[arg(long = "grpc-port", value_name = "PORT", default_values_t = [8500u16])]
+    pub grpc_ports: Vec<u16>,
+
+    /// TCP port of the REST API (repeatable).
+    #[arg(long = "rest-port", value_name = "PORT", default_values_t = [8501u16])]
+    pub rest_ports: Vec<u16>,
+
+    /// Table view: list successful exchanges too.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// Largest gRPC message decoded, in bytes (also caps decompressed size).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    pub max_message_bytes: usize,
+
+    /// Out-of-order bytes buffered per TCP direction before declaring a gap.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub max_flow_buffer: usize,
+
+    /// Open TCP connections tracked at once (idlest closed first past this).
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    pub max_flows: usize,
+}
+
+/// Validated options of `tfwire analyze`.
+#[derive(Debug, Clone)]
+pub struct AnalyzeOptions {
+    pub captures: Vec<PathBuf>,
+    pub format: Format,
+    pub config: Config,
+    pub all: bool,
+    pub progress: bool,
+    pub color: bool,
+}
+
+impl AnalyzeArgs {
+    pub fn validate(self) -> Result<AnalyzeOptions, String> {
+        if self
+            .captures
+            .iter()
+            .filter(|p| p.as_os_str() == "-")
+            .count()
+            > 1
+        {
+            return Err("standard input ('-') can be given only once".into());
+        }
+        if self.max_message_bytes == 0 || self.max_flows == 0 {
+            return Err("limits must be greater than zero".into());
+        }
+        let stdout_tty = std::io::stdout().is_terminal();
+        let format = self.format.unwrap_or(if stdout_tty {
+            Format::Table
+        } else {
+            Format::Jsonl
+        });
+        let mut config = Config {
+            grpc_ports: self.grpc_ports,
+            rest_ports: self.rest_ports,
+            ..Config::default()
+        };
+        config.grpc.messages.max_message = self.max_message_bytes;
+        config.flow.reassembly.max_buffered_bytes = self.max_flow_buffer;
+        config.flow.max_flows = self.max_flows;
+        Ok(AnalyzeOptions {
+            captures: self.captures,
+            format,
+            config,
+            all: self.all,
+            progress: !self.no_progress && std::io::stderr().is_terminal(),
+            color: stdout_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        })
+    }
+}

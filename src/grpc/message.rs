@@ -1,0 +1,470 @@
+//! gRPC Length-Prefixed-Message framing (1-byte flag, 4-byte big-endian
+//! length, payload) and per-message decompression, with caps on both.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use flate2::read::{GzDecoder, ZlibDecoder};
+
+/// Compression named by `grpc-encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    /// grpc-core's "deflate" is zlib-wrapped (windowBits 15).
+    Deflate,
+    Unsupported,
+}
+
+impl Encoding {
+    pub fn from_header(v: Option<&str>) -> Encoding {
+        match v.map(str::trim) {
+            None | Some("") | Some("identity") => Encoding::Identity,
+            Some("gzip") => Encoding::Gzip,
+            Some("deflate") => Encoding::Deflate,
+            Some(_) => Encoding::Unsupported,
+        }
+    }
+}
+
+/// One gRPC message as the application sees it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The compressed-flag bit of the prefix.
+    pub compressed: bool,
+    /// Length announced by the prefix.
+    pub wire_len: u32,
+    /// The payload, decompressed when it was compressed and could be.
+    pub data: Bytes,
+    /// Every byte of the message was seen and decoded.
+    pub complete: bool,
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message (on the wire, and after decompression) kept in memory.
+    pub max_message: usize,
+    /// Messages kept per stream direction; later ones are counted only.
+    pub max_messages: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message: 256 << 20,
+            max_messages: 64,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Prefix {
+        buf: [u8; 5],
+        have: usize,
+    },
+    Body {
+        compressed: bool,
+        len: u32,
+        keep: bool,
+        lost: u64,
+        seen: u64,
+    },
+    /// Message boundaries unknown after a loss in a prefix.
+    Lost,
+}
+
+/// Splits one direction of a stream into messages.
+#[derive(Debug)]
+pub struct Deframer {
+    state: State,
+    buf: Vec<u8>,
+    pub encoding: Encoding,
+    pub messages: Vec<Message>,
+    /// Messages beyond `max_messages` (counted, not kept).
+    pub dropped_messages: u64,
+    /// Bytes lost with framing (after a gap in a prefix).
+    pub unframed_bytes: u64,
+    limits: Limits,
+}
+
+impl Deframer {
+    pub fn new(limits: Limits) -> Self {
+        Deframer {
+            state: State::Prefix {
+                buf: [0; 5],
+                have: 0,
+            },
+            buf: Vec::new(),
+            encoding: Encoding::Identity,
+            messages: Vec::new(),
+            dropped_messages: 0,
+            unframed_bytes: 0,
+            limits,
+        }
+    }
+
+    pub fn push(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Prefix { buf, have } => {
+                    let n = (5 - *have).min(data.len());
+                    buf[*have..*have + n].copy_from_slice(&data[..n]);
+                    *have += n;
+                    data = &data[n..];
+                    if *have == 5 {
+                        let compressed = buf[0] & 1 == 1;
+                        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+                        let keep = (len as usize) <= self.limits.max_message
+                            && self.messages.len() < self.limits.max_messages;
+                        self.buf.clear();
+                        if keep {
+                            // Reserve what the prefix announces, but never more than
+                            // a modest amount up front: the prefix is untrusted.
+                            self.buf.reserve((len as usize).min(4 << 20));
+                        }
+                        self.state = State::Body {
+                            compressed,
+                            len,
+                            keep,
+                            lost: 0,
+                            seen: 0,
+                        };
+                        if len == 0 {
+                            self.finish_message();
+                        }
+                    }
+                }
+                State::Body {
+                    len, keep, seen, ..
+                } => {
+                    let left = u64::from(*len) - *seen;
+                    let n = (left as usize).min(data.len());
+                    if *keep {
+                        self.buf.extend_from_slice(&data[..n]);
+                    }
+                    *seen += n as u64;
+                    data = &data[n..];
+                    if *seen == u64::from(*len) {
+                        self.finish_message();
+                    }
+                }
+                State::Lost => {
+                    self.unframed_bytes += data.len() as u64;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// `len` bytes of this direction were lost.
+    pub fn lost(&mut self, len: u64) {
+        match &mut self.state {
+            State::Body {
+                len: total,
+                lost,
+                seen,
+                ..
+            } => {
+                let left = u64::from(*total) - *seen;
+                if len <= left {
+                    *lost += len;
+                    *seen += len;
+                    if *seen == u64::from(*total) {
+                        self.finish_message();
+                    }
+                } else {
+                    *lost += left;
+                    *seen += left;
+                    self.finish_message();
+                    self.unframed_bytes += len - left;
+                    self.state = State::Lost;
+                }
+            }
+            State::Prefix { .. } | State::Lost => {
+                self.unframed_bytes += len;
+                self.state = State::Lost;
+            }
+        }
+    }
+
+    /// The direction ended; a message still open is recorded as cut short.
+    pub fn finish(&mut self) {
+        if let State::Body {
+            compressed,
+            len,
+            keep,
+            seen,
+            ..
+        } = self.state
+        {
+            let missing = u64::from(len) - seen;
+            let data = if keep {
+                Bytes::from(std::mem::take(&mut self.buf))
+            } else {
+                Bytes::new()
+            };
+            self.record(Message {
+                compressed,
+                wire_len: len,
+                data,
+                complete: false,
+                problem: Some(format!(
+                    "stream ended {missing} bytes before the end of the message"
+                )),
+            });
+            self.state = State::Prefix {
+                buf: [0; 5],
+                have: 0,
+            };
+        }
+    }
+
+    /// Bytes sitting in a partial prefix or partial message (for "incomplete" notes).
+    pub fn in_progress(&self) -> bool {
+        match &self.state {
+            State::Prefix { have, .. } => *have > 0,
+            State::Body { .. } => true,
+            State::Lost => false,
+        }
+    }
+
+    pub fn is_lost(&self) -> bool {
+        matches!(self.state, State::Lost)
+    }
+
+    fn finish_message(&mut self) {
+        let State::Body {
+            compressed,
+            len,
+            keep,
+            lost,
+            ..
+        } = self.state
+        else {
+            return;
+        };
+        self.state = State::Prefix {
+            buf: [0; 5],
+            have: 0,
+        };
+        if !keep {
+            let problem = if (len as usize) > self.limits.max_message {
+                Some(format!(
+                    "message of {len} bytes exceeds the {} byte limit; not decoded",
+                    self.limits.max_message
+                ))
+            } else {
+                None
+            };
+            self.record(Message {
+                compressed,
+                wire_len: len,
+                data: Bytes::new(),
+                complete: false,
+                problem,
+            });
+            return;
+        }
+        let raw = std::mem::take(&mut self.buf);
+        if lost > 0 {
+            self.record(Message {
+                compressed,
+                wire_len: len,
+                data: Bytes::from(raw),
+                complete: false,
+                problem: Some(format!("{lost} bytes of this message were not captured")),
+            });
+            return;
+        }
+        let msg = if compressed {
+            self.decompress(len, &raw)
+        } else {
+            Message {
+                compressed,
+                wire_len: len,
+                data: Bytes::from(raw),
+                complete: true,
+                problem: None,
+            }
+        };
+        self.record(msg);
+    }
+
+    fn decompress(&self, len: u32, raw: &[u8]) -> Message {
+        let cap = self.limits.max_message as u64;
+        let mut out = Vec::new();
+        let result = match self.encoding {
+            Encoding::Gzip => GzDecoder::new(raw).take(cap + 1).read_to_end(&mut out),
+            Encoding::Deflate => ZlibDecoder::new(raw).take(cap + 1).read_to_end(&mut out),
+            Encoding::Identity => {
+                return self.failed(
+                    len,
+                    "compressed flag set but no grpc-encoding was negotiated",
+                )
+            }
+            Encoding::Unsupported => {
+                return self.failed(len, "compressed with an encoding tfwire does not decode")
+            }
+        };
+        match result {
+            Ok(_) if out.len() as u64 > cap => self.failed(
+                len,
+                &format!(
+                    "decompresses to more than the {} byte limit; not decoded",
+                    self.limits.max_message
+                ),
+            ),
+            Ok(_) => Message {
+                compressed: true,
+                wire_len: len,
+                data: Bytes::from(out),
+                complete: true,
+                problem: None,
+            },
+            Err(e) => self.failed(len, &format!("decompression failed: {e}")),
+        }
+    }
+
+    fn failed(&self, len: u32, why: &str) -> Message {
+        Message {
+            compressed: true,
+            wire_len: len,
+            data: Bytes::new(),
+            complete: false,
+            problem: Some(why.to_string()),
+        }
+    }
+
+    fn record(&mut self, m: Message) {
+        if self.messages.len() < self.limits.max_messages {
+            self.messages.push(m);
+        } else {
+            self.dropped_messages += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn framed(flag: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![flag];
+        v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn messages_split_and_joined_across_chunks() {
+        let mut wire = framed(0, b"hello");
+        wire.extend(framed(0, b""));
+        wire.extend(framed(0, b"world!"));
+        for split in 1..wire.len() {
+            let mut d = Deframer::new(Limits::default());
+            for chunk in wire.chunks(split) {
+                d.push(chunk);
+            }
+            d.finish();
+            let got: Vec<_> = d.messages.iter().map(|m| m.data.to_vec()).collect();
+            assert_eq!(
+                got,
+                vec![b"hello".to_vec(), vec![], b"world!".to_vec()],
+                "split {split}"
+            );
+            assert!(d.messages.iter().all(|m| m.complete));
+        }
+    }
+
+    #[test]
+    fn gzip_and_zlib_deflate() {
+        let payload = vec![42u8; 10_000];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&payload).expect("gz");
+        let gz = gz.finish().expect("gz");
+        let mut d = Deframer::new(Limits::default());
+        d.encoding = Encoding::Gzip;
+        d.push(&framed(1, &gz));
+        assert_eq!(d.messages[0].data.len(), 10_000);
+        assert!(d.messages[0].compressed && d.messages[0].complete);
+
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&payload).expect("z");
+        let z = z.finish().expect("z");
+        let mut d = Deframer::new(Limits::default());
+        d.encoding = Encoding::Deflate;
+        d.push(&framed(1, &z));
+        d.push(&framed(0, b"plain")); // flag 0 even with an encoding negotiated
+        assert_eq!(d.messages[0].data.len(), 10_000);
+        assert_eq!(&d.messages[1].data[..], b"plain");
+    }
+
+    #[test]
+    fn decompression_bomb_is_capped() {
+        let payload = vec![0u8; 1 << 20];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&payload).expect("gz");
+        let gz = gz.finish().expect("gz");
+        let mut d = Deframer::new(Limits {
+            max_message: 64 << 10,
+            max_messages: 4,
+        });
+        d.encoding = Encoding::Gzip;
+        d.push(&framed(1, &gz));
+        assert!(!d.messages[0].complete);
+        assert!(d.messages[0]
+            .problem
+            .as_deref()
+            .unwrap_or("")
+            .contains("limit"));
+    }
+
+    #[test]
+    fn oversized_message_is_skipped_not_buffered() {
+        let mut d = Deframer::new(Limits {
+            max_message: 10,
+            max_messages: 4,
+        });
+        d.push(&framed(0, &[1u8; 100]));
+        d.push(&framed(0, b"ok"));
+        assert_eq!(d.messages.len(), 2);
+        assert!(!d.messages[0].complete && d.messages[0].data.is_empty());
+        assert_eq!(&d.messages[1].data[..], b"ok");
+    }
+
+    #[test]
+    fn loss_inside_a_body_keeps_framing() {
+        let mut d = Deframer::new(Limits::default());
+        let first = framed(0, &[7u8; 20]);
+        d.push(&first[..10]);
+        d.lost(5);
+        d.push(&first[15..]);
+        d.push(&framed(0, b"next"));
+        assert!(!d.messages[0].complete);
+        assert_eq!(&d.messages[1].data[..], b"next");
+        assert!(d.messages[1].complete);
+    }
+
+    #[test]
+    fn loss_in_a_prefix_loses_framing() {
+        let mut d = Deframer::new(Limits::default());
+        d.push(&[0, 0]);
+        d.lost(3);
+        d.push(b"whatever");
+        assert!(d.is_lost());
+        assert!(d.messages.is_empty());
+        assert_eq!(d.unframed_bytes, 11);
+    }
+
+    #[test]
+    fn hostile_length_does_not_preallocate() {
+        let mut d = Deframer::new(Limits::default());
+        d.push(&[0, 0x0f, 0xff, 0xff, 0xff, 1, 2, 3]);
+        d.finish();
+        assert_eq!(d.messages.len(), 1);
+        assert!(!d.messages[0].complete);
+    }
+}

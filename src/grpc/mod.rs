@@ -1,0 +1,509 @@
+//! gRPC over HTTP/2: groups a connection's stream events into calls (request
+//! headers + messages, response headers + messages + trailers), and reads the
+//! status a call ended with.
+
+pub mod message;
+
+use std::collections::HashMap;
+
+use crate::http2::{Event, HeaderField};
+use crate::net::Dir;
+pub use message::{Deframer, Encoding, Limits as MessageLimits, Message};
+
+/// Decoded header fields of one header block, as far as HPACK could tell.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderList {
+    pub fields: Vec<(String, String)>,
+    /// Names whose value referenced a dynamic-table entry never seen.
+    pub unknown_values: Vec<String>,
+    /// Fields whose name (and value) were never seen.
+    pub unknown_fields: usize,
+    /// Why the block could not be decoded at all.
+    pub error: Option<String>,
+}
+
+impl HeaderList {
+    pub fn from_fields(fields: &[HeaderField], error: Option<String>) -> HeaderList {
+        let mut h = HeaderList {
+            error,
+            ..HeaderList::default()
+        };
+        for f in fields {
+            match (&f.name, &f.value) {
+                (Some(n), Some(v)) => h.fields.push((lossy(n), lossy(v))),
+                (Some(n), None) => h.unknown_values.push(lossy(n)),
+                (None, _) => h.unknown_fields += 1,
+            }
+        }
+        h
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a field of this name might be among the unknown ones.
+    pub fn maybe_unknown(&self, name: &str) -> bool {
+        self.unknown_fields > 0
+            || self.error.is_some()
+            || self.unknown_values.iter().any(|n| n == name)
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The server ended the stream (trailers or Trailers-Only).
+    Completed,
+    /// RST_STREAM from one side, with the HTTP/2 error code.
+    Reset { by: Dir, code: u32 },
+    /// The connection closed (or the capture ended) before the call did.
+    ConnectionClosed,
+}
+
+/// One gRPC call (one HTTP/2 stream), as seen on the wire.
+#[derive(Debug)]
+pub struct Call {
+    pub conn: u64,
+    pub stream: u32,
+    pub request_headers: Option<HeaderList>,
+    pub response_headers: Option<HeaderList>,
+    pub trailers: Option<HeaderList>,
+    pub request: Deframer,
+    pub response: Deframer,
+    pub request_frames: Vec<u64>,
+    pub response_frames: Vec<u64>,
+    pub start_ts_ns: Option<i64>,
+    pub end_ts_ns: Option<i64>,
+    pub request_ended: bool,
+    pub ending: Ending,
+    /// Bytes of DATA payload the capture lost, per direction.
+    pub lost_bytes: [u64; 2],
+    /// Framing was lost in this connection direction while the call was open.
+    pub desynced: [bool; 2],
+    /// The server's GOAWAY said this stream was never processed.
+    pub refused_by_goaway: bool,
+}
+
+impl Call {
+    fn new(conn: u64, stream: u32, limits: MessageLimits) -> Call {
+        Call {
+            conn,
+            stream,
+            request_headers: None,
+            response_headers: None,
+            trailers: None,
+            request: Deframer::new(limits),
+            response: Deframer::new(limits),
+            request_frames: Vec::new(),
+            response_frames: Vec::new(),
+            start_ts_ns: None,
+            end_ts_ns: None,
+            request_ended: false,
+            ending: Ending::ConnectionClosed,
+            lost_bytes: [0; 2],
+            desynced: [false; 2],
+            refused_by_goaway: false,
+        }
+    }
+
+    fn note_frame(&mut self, dir: Dir, frame: u64, ts_ns: i64) {
+        if frame == 0 {
+            return;
+        }
+        let frames = match dir {
+            Dir::ToServer => &mut self.request_frames,
+            Dir::ToClient => &mut self.response_frames,
+        };
+        if frames.last() != Some(&frame) && frames.len() < MAX_FRAMES_LISTED {
+            frames.push(frame);
+        }
+        if dir == Dir::ToServer && self.start_ts_ns.is_none() {
+            self.start_ts_ns = Some(ts_ns);
+        }
+        self.end_ts_ns = Some(ts_ns);
+    }
+
+    /// The status the call ended with: from trailers, or from a Trailers-Only
+    /// response (grpc-status in the only header block).
+    pub fn status(&self) -> GrpcStatus {
+        let from = |h: &HeaderList| -> Option<GrpcStatus> {
+            let code = h.get("grpc-status")?;
+            Some(GrpcStatus {
+                code: code.trim().parse().ok(),
+                raw_code: code.to_string(),
+                message: h.get("grpc-message").map(percent_decode),
+            })
+        };
+        self.trailers
+            .as_ref()
+            .and_then(from)
+            .or_else(|| self.response_headers.as_ref().and_then(from))
+            .unwrap_or_default()
+    }
+
+    /// `:status` of the response headers.
+    pub fn http_status(&self) -> Option<u16> {
+        self.response_headers
+            .as_ref()
+            .or(self.trailers.as_ref())
+            .and_then(|h| h.get(":status"))
+            .and_then(|s| s.parse().ok())
+    }
+
+    pub fn request_header(&self, name: &str) -> Option<&str> {
+        self.request_headers.as_ref().and_then(|h| h.get(name))
+    }
+}
+
+/// Keeps exchange records small for calls spread over thousands of packets.
+const MAX_FRAMES_LISTED: usize = 256;
+
+#[derive(Debug, Clone, Default)]
+pub struct GrpcStatus {
+    pub code: Option<u32>,
+    pub raw_code: String,
+    pub message: Option<String>,
+}
+
+/// gRPC status code names (grpc doc/statuscodes.md).
+pub fn code_name(code: u32) -> Option<&'static str> {
+    Some(match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => return None,
+    })
+}
+
+/// Decodes grpc-message percent-encoding leniently: malformed escapes stay as
+/// they are, invalid UTF-8 is replaced.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub messages: MessageLimits,
+    /// Streams tracked at once per connection; more are counted, not decoded.
+    pub max_open_calls: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            messages: MessageLimits::default(),
+            max_open_calls: 4096,
+        }
+    }
+}
+
+/// The calls of one HTTP/2 connection.
+pub struct CallTable {
+    conn: u64,
+    open: HashMap<u32, Call>,
+    limits: Limits,
+    pub untracked_streams: u64,
+    pub goaway: Option<(Dir, u32, u32)>,
+}
+
+impl CallTable {
+    pub fn new(conn: u64, limits: Limits) -> Self {
+        CallTable {
+            conn,
+            open: HashMap::new(),
+            limits,
+            untracked_streams: 0,
+            goaway: None,
+        }
+    }
+
+    fn call(&mut self, stream: u32) -> Option<&mut Call> {
+        if !self.open.contains_key(&stream) {
+            if self.open.len() >= self.limits.max_open_calls {
+                self.untracked_streams += 1;
+                return None;
+            }
+            self.open
+                .insert(stream, Call::new(self.conn, stream, self.limits.messages));
+        }
+        self.open.get_mut(&stream)
+    }
+
+    /// Applies one HTTP/2 event; calls that end are handed to `done`.
+    pub fn event(&mut self, ev: Event<'_>, done: &mut impl FnMut(Call)) {
+        match ev {
+            Event::Headers {
+                stream,
+                dir,
+                fields,
+                end_stream,
+                error,
+                frame,
+                ts_ns,
+            } => {
+                if stream == 0 {
+                    return;
+                }
+                let list = HeaderList::from_fields(fields, error);
+                let Some(call) = self.call(stream) else {
+                    return;
+                };
+                call.note_frame(dir, frame, ts_ns);
+                match dir {
+                    Dir::ToServer => {
+                        if call.request_headers.is_none() {
+                            call.request.encoding =
+                                Encoding::from_header(list.get("grpc-encoding"));
+                            call.request_headers = Some(list);
+                        }
+                        // Request trailers are not used by gRPC; ignore their content.
+                        if end_stream {
+                            call.request_ended = true;
+                            call.request.finish();
+                        }
+                    }
+                    Dir::ToClient => {
+                        if call.response_headers.is_none() {
+                            call.response.encoding =
+                                Encoding::from_header(list.get("grpc-encoding"));
+                            call.response_headers = Some(list);
+                        } else {
+                            call.trailers = Some(list);
+                        }
+                        if end_stream {
+                            call.response.finish();
+                            call.ending = Ending::Completed;
+                            self.complete(stream, done);
+                        }
+                    }
+                }
+            }
+            Event::Data {
+                stream,
+                dir,
+                data,
+                end_stream,
+                frame,
+                ts_ns,
+            } => {
+                let Some(call) = self.call(stream) else {
+                    return;
+                };
+                call.note_frame(dir, frame, ts_ns);
+                match dir {
+                    Dir::ToServer => {
+                        call.request.push(data);
+                        if end_stream {
+                            call.request_ended = true;
+                            call.request.finish();
+                        }
+                    }
+                    Dir::ToClient => {
+                        call.response.push(data);
+                        if end_stream {
+                            // DATA with END_STREAM ends a response without trailers.
+                            call.response.finish();
+                            call.ending = Ending::Completed;
+                            self.complete(stream, done);
+                        }
+                    }
+                }
+            }
+            Event::DataLost { stream, dir, len } => {
+                if let Some(call) = self.open.get_mut(&stream) {
+                    call.lost_bytes[dir.index()] += len;
+                    match dir {
+                        Dir::ToServer => call.request.lost(len),
+                        Dir::ToClient => call.response.lost(len),
+                    }
+                }
+            }
+            Event::Reset {
+                stream,
+                dir,
+                code,
+                frame,
+                ts_ns,
+            } => {
+                if let Some(call) = self.open.get_mut(&stream) {
+                    call.note_frame(dir, frame, ts_ns);
+                    call.ending = Ending::Reset { by: dir, code };
+                    call.request.finish();
+                    call.response.finish();
+                    self.complete(stream, done);
+                }
+            }
+            Event::GoAway {
+                dir,
+                last_stream,
+                code,
+                ..
+            } => {
+                self.goaway = Some((dir, last_stream, code));
+                if dir == Dir::ToClient {
+                    for (id, call) in &mut self.open {
+                        if *id > last_stream && *id % 2 == 1 {
+                            call.refused_by_goaway = true;
+                        }
+                    }
+                }
+            }
+            Event::Desync { dir } => {
+                for call in self.open.values_mut() {
+                    call.desynced[dir.index()] = true;
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, stream: u32, done: &mut impl FnMut(Call)) {
+        if let Some(call) = self.open.remove(&stream) {
+            done(call);
+        }
+    }
+
+    /// The connection ended: every open call is handed over, in stream order.
+    pub fn close(&mut self, done: &mut impl FnMut(Call)) {
+        let mut ids: Vec<u32> = self.open.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(mut call) = self.open.remove(&id) {
+                call.request.finish();
+                call.response.finish();
+                call.ending = Ending::ConnectionClosed;
+                done(call);
+            }
+        }
+    }
+
+    pub fn open_calls(&self) -> usize {
+        self.open.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_message_percent_decoding() {
+        assert_eq!(percent_decode("a%20b"), "a b");
+        assert_eq!(
+            percent_decode("Expects arg[0] to be float%0A%09 [[{{node x}}]]"),
+            "Expects arg[0] to be float\n\t [[{{node x}}]]"
+        );
+        assert_eq!(percent_decode("caf%C3%A9"), "café");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%FF"), "\u{fffd}");
+    }
+
+    #[test]
+    fn status_from_trailers_only() {
+        let mut t = CallTable::new(0, Limits::default());
+        let fields = |kv: &[(&str, &str)]| -> Vec<HeaderField> {
+            kv.iter()
+                .map(|(k, v)| HeaderField {
+                    name: Some(k.as_bytes().to_vec()),
+                    value: Some(v.as_bytes().to_vec()),
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        let req = fields(&[(":path", "/tensorflow.serving.PredictionService/Predict")]);
+        t.event(
+            Event::Headers {
+                stream: 1,
+                dir: Dir::ToServer,
+                fields: &req,
+                end_stream: false,
+                error: None,
+                frame: 4,
+                ts_ns: 10,
+            },
+            &mut |c| out.push(c),
+        );
+        t.event(
+            Event::Data {
+                stream: 1,
+                dir: Dir::ToServer,
+                data: &[0, 0, 0, 0, 2, 8, 1],
+                end_stream: true,
+                frame: 5,
+                ts_ns: 11,
+            },
+            &mut |c| out.push(c),
+        );
+        let resp = fields(&[
+            (":status", "200"),
+            ("grpc-status", "3"),
+            ("grpc-message", "bad%20input"),
+        ]);
+        t.event(
+            Event::Headers {
+                stream: 1,
+                dir: Dir::ToClient,
+                fields: &resp,
+                end_stream: true,
+                error: None,
+                frame: 7,
+                ts_ns: 20,
+            },
+            &mut |c| out.push(c),
+        );
+        assert_eq!(out.len(), 1);
+        let c = &out[0];
+        assert_eq!(c.status().code, Some(3));
+        assert_eq!(c.status().message.as_deref(), Some("bad input"));
+        assert_eq!(c.http_status(), Some(200));
+        assert_eq!(c.request_frames, vec![4, 5]);
+        assert_eq!(c.response_frames, vec![7]);
+        assert_eq!(&c.request.messages[0].data[..], &[8, 1]);
+        assert_eq!(t.open_calls(), 0);
+    }
+}

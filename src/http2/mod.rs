@@ -1,0 +1,606 @@
+//! Passive HTTP/2 decoder: one `Connection` per TCP connection, fed the
+//! reassembled bytes of each direction, emitting header blocks, DATA payload
+//! chunks, resets and GOAWAYs per stream.
+//!
+//! DATA payloads are streamed straight from the packet bytes (never buffered
+//! here); only control frames and header blocks are held until complete.
+
+pub mod frame;
+pub mod hpack;
+pub mod huffman;
+
+use serde::Serialize;
+
+use crate::net::Dir;
+use frame::{flags, FrameHeader, FrameType, HEADER_LEN, PREFACE};
+pub use hpack::HeaderField;
+
+/// What the connection decoder reports, in wire order per direction.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A complete header block (HEADERS plus CONTINUATIONs). `fields` is empty
+    /// and `error` set when HPACK could not decode it.
+    Headers {
+        stream: u32,
+        dir: Dir,
+        fields: &'a [HeaderField],
+        end_stream: bool,
+        error: Option<String>,
+        frame: u64,
+        ts_ns: i64,
+    },
+    /// A piece of a DATA frame's payload (padding removed).
+    Data {
+        stream: u32,
+        dir: Dir,
+        data: &'a [u8],
+        end_stream: bool,
+        frame: u64,
+        ts_ns: i64,
+    },
+    /// Payload bytes of a DATA frame that the capture lost.
+    DataLost { stream: u32, dir: Dir, len: u64 },
+    Reset {
+        stream: u32,
+        dir: Dir,
+        code: u32,
+        frame: u64,
+        ts_ns: i64,
+    },
+    GoAway {
+        dir: Dir,
+        last_stream: u32,
+        code: u32,
+        debug: &'a [u8],
+        frame: u64,
+        ts_ns: i64,
+    },
+    /// Framing was lost in this direction (a gap hit frame headers or a
+    /// control frame); streams open in it will not see their end.
+    Desync { dir: Dir },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest control frame or header block held in memory.
+    pub max_buffered_frame: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_buffered_frame: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Stats {
+    pub frames: u64,
+    pub data_frames: u64,
+    pub header_blocks: u64,
+    pub frame_errors: u64,
+    pub hpack_errors: u64,
+    pub unknown_header_refs: u64,
+    pub oversized_frames: u64,
+    pub desyncs: u64,
+    pub bytes_unsynced: u64,
+}
+
+#[derive(Debug)]
+enum ReadState {
+    /// Expecting the client preface; `have` bytes of it matched so far.
+    Preface {
+        have: usize,
+    },
+    Header,
+    /// Inside a DATA frame: optional pad-length byte, then data, then padding.
+    Data {
+        hdr: FrameHeader,
+        need_pad_len: bool,
+        data_left: usize,
+        pad_left: usize,
+    },
+    /// Collecting a non-DATA frame payload into `Half::buf`.
+    Buffered {
+        hdr: FrameHeader,
+    },
+    /// Skipping an oversized frame.
+    Skip {
+        left: usize,
+    },
+    /// Framing lost; bytes are dropped until resynchronised.
+    Unsynced,
+}
+
+struct PendingBlock {
+    stream: u32,
+    end_stream: bool,
+    buf: Vec<u8>,
+    oversized: bool,
+}
+
+struct Half {
+    dir: Dir,
+    state: ReadState,
+    hdr_buf: [u8; HEADER_LEN],
+    hdr_have: usize,
+    buf: Vec<u8>,
+    pending: Option<PendingBlock>,
+    hpack: hpack::Decoder,
+}
+
+/// One HTTP/2 connection seen from the outside.
+pub struct Connection {
+    halves: [Half; 2],
+    limits: Limits,
+    stats: Stats,
+    fields: Vec<HeaderField>,
+}
+
+impl Connection {
+    /// A connection observed from its start: the client begins with the preface.
+    pub fn new(limits: Limits) -> Self {
+        Connection::build(limits, true)
+    }
+
+    /// A connection observed from a frame boundary after its start (no preface,
+    /// HPACK tables partly unknown).
+    pub fn new_mid_connection(limits: Limits) -> Self {
+        Connection::build(limits, false)
+    }
+
+    fn build(limits: Limits, from_start: bool) -> Self {
+        let half = |dir: Dir| {
+            let state = if from_start && dir == Dir::ToServer {
+                ReadState::Preface { have: 0 }
+            } else {
+                ReadState::Header
+            };
+            Half {
+                dir,
+                state,
+                hdr_buf: [0; HEADER_LEN],
+                hdr_have: 0,
+                buf: Vec::new(),
+                pending: None,
+                hpack: if from_start {
+                    hpack::Decoder::new()
+                } else {
+                    hpack::Decoder::new_mid_connection()
+                },
+            }
+        };
+        Connection {
+            halves: [half(Dir::ToServer), half(Dir::ToClient)],
+            limits,
+            stats: Stats::default(),
+            fields: Vec::new(),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.unknown_header_refs = self.halves.iter().map(|h| h.hpack.unknown_refs()).sum();
+        s
+    }
+
+    /// Feeds reassembled bytes of one direction.
+    pub fn data(
+        &mut self,
+        dir: Dir,
+        mut bytes: &[u8],
+        frame: u64,
+        ts_ns: i64,
+        sink: &mut impl FnMut(Event<'_>),
+    ) {
+        let i = dir.index();
+        while !bytes.is_empty() {
+            let half = &mut self.halves[i];
+            match &mut half.state {
+                ReadState::Preface { have } => {
+                    let want = &PREFACE[*have..];
+                    let n = want.len().min(bytes.len());
+                    if bytes[..n] != want[..n] {
+                        // Not the preface after all: treat as a frame stream.
+                        half.state = ReadState::Header;
+                        continue;
+                    }
+                    *have += n;
+                    bytes = &bytes[n..];
+                    if *have == PREFACE.len() {
+                        half.state = ReadState::Header;
+                    }
+                }
+                ReadState::Header => {
+                    let n = (HEADER_LEN - half.hdr_have).min(bytes.len());
+                    half.hdr_buf[half.hdr_have..half.hdr_have + n].copy_from_slice(&bytes[..n]);
+                    half.hdr_have += n;
+                    bytes = &bytes[n..];
+                    if half.hdr_have == HEADER_LEN {
+                        half.hdr_have = 0;
+                        let hdr = FrameHeader::parse(&half.hdr_buf);
+                        self.stats.frames += 1;
+                        self.begin_frame(i, hdr, frame, ts_ns, sink);
+                    }
+                }
+                ReadState::Data {
+                    hdr,
+                    need_pad_len,
+                    data_left,
+                    pad_left,
+                } => {
+                    let hdr = *hdr;
+                    if *need_pad_len {
+                        let pad = usize::from(bytes[0]);
+                        bytes = &bytes[1..];
+                        *need_pad_len = false;
+                        if pad > *data_left {
+                            self.stats.frame_errors += 1;
+                            *pad_left = *data_left;
+                            *data_left = 0;
+                        } else {
+                            *data_left -= pad;
+                            *pad_left = pad;
+                        }
+                        if *data_left == 0 && *pad_left == 0 {
+                            half.state = ReadState::Header;
+                            Self::end_data(hdr, dir, frame, ts_ns, sink);
+                        }
+                        continue;
+                    }
+                    if *data_left > 0 {
+                        let n = (*data_left).min(bytes.len());
+                        *data_left -= n;
+                        let last = *data_left == 0 && *pad_left == 0;
+                        sink(Event::Data {
+                            stream: hdr.stream,
+                            dir,
+                            data: &bytes[..n],
+                            end_stream: last && hdr.has(flags::END_STREAM),
+                            frame,
+                            ts_ns,
+                        });
+                        bytes = &bytes[n..];
+                        if last {
+                            half.state = ReadState::Header;
+                        }
+                        continue;
+                    }
+                    let n = (*pad_left).min(bytes.len());
+                    *pad_left -= n;
+                    bytes = &bytes[n..];
+                    if *pad_left == 0 {
+                        half.state = ReadState::Header;
+                        Self::end_data(hdr, dir, frame, ts_ns, sink);
+                    }
+                }
+                ReadState::Buffered { hdr } => {
+                    let hdr = *hdr;
+                    let want = hdr.len as usize - half.buf.len();
+                    let n = want.min(bytes.len());
+                    half.buf.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    if half.buf.len() == hdr.len as usize {
+                        half.state = ReadState::Header;
+                        let payload = std::mem::take(&mut self.halves[i].buf);
+                        self.control_frame(i, hdr, &payload, frame, ts_ns, sink);
+                        // Keep the allocation for the next frame.
+                        let mut payload = payload;
+                        payload.clear();
+                        self.halves[i].buf = payload;
+                    }
+                }
+                ReadState::Skip { left } => {
+                    let n = (*left).min(bytes.len());
+                    *left -= n;
+                    bytes = &bytes[n..];
+                    if *left == 0 {
+                        half.state = ReadState::Header;
+                    }
+                }
+                ReadState::Unsynced => {
+                    self.stats.bytes_unsynced += bytes.len() as u64;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The capture lost `len` bytes of one direction.
+    pub fn gap(&mut self, dir: Dir, len: u64, sink: &mut impl FnMut(Event<'_>)) {
+        let half = &mut self.halves[dir.index()];
+        if let ReadState::Data {
+            hdr,
+            need_pad_len: false,
+            data_left,
+            pad_left,
+        } = &mut half.state
+        {
+            // Inside a DATA payload the frame boundaries are still known:
+            // account the loss to the stream and keep decoding.
+            let in_frame = (*data_left + *pad_left) as u64;
+            if len <= in_frame {
+                let lost_data = len.min(*data_left as u64);
+                *data_left -= lost_data as usize;
+                *pad_left -= (len - lost_data) as usize;
+                let hdr = *hdr;
+                if lost_data > 0 {
+                    sink(Event::DataLost {
+                        stream: hdr.stream,
+                        dir,
+                        len: lost_data,
+                    });
+                }
+                if *data_left == 0 && *pad_left == 0 {
+                    half.state = ReadState::Header;
+                    if hdr.has(flags::END_STREAM) {
+                        sink(Event::Data {
+                            stream: hdr.stream,
+                            dir,
+                            data: &[],
+                            end_stream: true,
+                            frame: 0,
+                            ts_ns: 0,
+                        });
+                    }
+                }
+                return;
+            }
+            if *data_left > 0 {
+                sink(Event::DataLost {
+                    stream: hdr.stream,
+                    dir,
+                    len: *data_left as u64,
+                });
+            }
+        }
+        if !matches!(half.state, ReadState::Unsynced) {
+            self.stats.desyncs += 1;
+        }
+        half.state = ReadState::Unsynced;
+        half.pending = None;
+        half.hdr_have = 0;
+        half.buf.clear();
+        // Header blocks may have been lost with their dynamic-table insertions.
+        half.hpack.mark_state_lost();
+        self.stats.bytes_unsynced += len;
+        sink(Event::Desync { dir });
+    }
+
+    fn end_data(
+        hdr: FrameHeader,
+        dir: Dir,
+        frame: u64,
+        ts_ns: i64,
+        sink: &mut impl FnMut(Event<'_>),
+    ) {
+        if hdr.has(flags::END_STREAM) {
+            sink(Event::Data {
+                stream: hdr.stream,
+                dir,
+                data: &[],
+                end_stream: true,
+                frame,
+                ts_ns,
+            });
+        }
+    }
+
+    fn begin_frame(
+        &mut self,
+        i: usize,
+        hdr: FrameHeader,
+        frame: u64,
+        ts_ns: i64,
+        sink: &mut impl FnMut(Event<'_>),
+    ) {
+        let half = &mut self.halves[i];
+        // A header block must continue with CONTINUATION frames only (RFC 9113 §6.10).
+        if half.pending.is_some() && hdr.kind != FrameType::Continuation {
+            self.stats.frame_errors += 1;
+            half.pending = None;
+        }
+        let len = hdr.len as usize;
+        if hdr.kind == FrameType::Data {
+            self.stats.data_frames += 1;
+            half.state = ReadState::Data {
+                hdr,
+                need_pad_len: hdr.has(flags::PADDED) && len > 0,
+                data_left: if hdr.has(flags::PADDED) {
+                    len.saturating_sub(1)
+                } else {
+                    len
+                },
+                pad_left: 0,
+            };
+            if len == 0 {
+                half.state = ReadState::Header;
+                Self::end_data(hdr, half.dir, frame, ts_ns, sink);
+            } else if hdr.has(flags::PADDED) && len == 1 {
+                // Only the pad-length byte: handled when it arrives.
+            }
+            return;
+        }
+        if len > self.limits.max_buffered_frame {
+            self.stats.oversized_frames += 1;
+            if matches!(
+                hdr.kind,
+                FrameType::Headers | FrameType::Continuation | FrameType::PushPromise
+            ) {
+                // The lost block may have changed the dynamic table.
+                half.hpack.mark_state_lost();
+            }
+            half.state = ReadState::Skip { left: len };
+            return;
+        }
+        if len == 0 {
+            self.control_frame(i, hdr, &[], frame, ts_ns, sink);
+            return;
+        }
+        half.buf.clear();
+        half.state = ReadState::Buffered { hdr };
+    }
+
+    fn control_frame(
+        &mut self,
+        i: usize,
+        hdr: FrameHeader,
+        payload: &[u8],
+        frame: u64,
+        ts_ns: i64,
+        sink: &mut impl FnMut(Event<'_>),
+    ) {
+        let dir = self.halves[i].dir;
+        match hdr.kind {
+            FrameType::Headers => match frame::headers_fragment(&hdr, payload) {
+                Ok(fragment) => {
+                    let block = PendingBlock {
+                        stream: hdr.stream,
+                        end_stream: hdr.has(flags::END_STREAM),
+                        buf: fragment.to_vec(),
+                        oversized: false,
+                    };
+                    if hdr.has(flags::END_HEADERS) {
+                        self.finish_block(i, block, frame, ts_ns, sink);
+                    } else {
+                        self.halves[i].pending = Some(block);
+                    }
+                }
+                Err(_) => {
+                    self.stats.frame_errors += 1;
+                    self.halves[i].hpack.mark_state_lost();
+                }
+            },
+            FrameType::Continuation => {
+                let max = self.limits.max_buffered_frame;
+                let Some(mut block) = self.halves[i].pending.take() else {
+                    // CONTINUATION without HEADERS: a lost frame or a broken peer.
+                    self.stats.frame_errors += 1;
+                    self.halves[i].hpack.mark_state_lost();
+                    return;
+                };
+                if block.stream != hdr.stream {
+                    self.stats.frame_errors += 1;
+                    self.halves[i].hpack.mark_state_lost();
+                    return;
+                }
+                if block.buf.len() + payload.len() > max {
+                    block.oversized = true;
+                    block.buf.clear();
+                } else if !block.oversized {
+                    block.buf.extend_from_slice(payload);
+                }
+                if hdr.has(flags::END_HEADERS) {
+                    self.finish_block(i, block, frame, ts_ns, sink);
+                } else {
+                    self.halves[i].pending = Some(block);
+                }
+            }
+            FrameType::PushPromise => match frame::push_promise(&hdr, payload) {
+                // gRPC never pushes; decode the block only to keep HPACK in step.
+                Ok((_, fragment)) if hdr.has(flags::END_HEADERS) => {
+                    if self.halves[i].hpack.decode(fragment).is_err() {
+                        self.stats.hpack_errors += 1;
+                    }
+                }
+                _ => {
+                    self.halves[i].hpack.mark_state_lost();
+                }
+            },
+            FrameType::RstStream => match frame::rst_stream_code(payload) {
+                Ok(code) => sink(Event::Reset {
+                    stream: hdr.stream,
+                    dir,
+                    code,
+                    frame,
+                    ts_ns,
+                }),
+                Err(_) => self.stats.frame_errors += 1,
+            },
+            FrameType::Settings => {
+                if hdr.has(flags::ACK) {
+                    return;
+                }
+                match frame::settings(payload) {
+                    Ok(it) => {
+                        for (id, value) in it {
+                            if id == frame::settings::HEADER_TABLE_SIZE {
+                                // This peer's limit binds the OTHER side's encoder,
+                                // i.e. the decoder of the opposite direction.
+                                let other = 1 - i;
+                                self.halves[other]
+                                    .hpack
+                                    .set_max_table_size_limit(value as usize);
+                            }
+                        }
+                    }
+                    Err(_) => self.stats.frame_errors += 1,
+                }
+            }
+            FrameType::GoAway => match frame::goaway(payload) {
+                Ok(g) => sink(Event::GoAway {
+                    dir,
+                    last_stream: g.last_stream,
+                    code: g.code,
+                    debug: g.debug,
+                    frame,
+                    ts_ns,
+                }),
+                Err(_) => self.stats.frame_errors += 1,
+            },
+            FrameType::Priority
+            | FrameType::Ping
+            | FrameType::WindowUpdate
+            | FrameType::Unknown(_)
+            | FrameType::Data => {}
+        }
+    }
+
+    fn finish_block(
+        &mut self,
+        i: usize,
+        block: PendingBlock,
+        frame: u64,
+        ts_ns: i64,
+        sink: &mut impl FnMut(Event<'_>),
+    ) {
+        self.stats.header_blocks += 1;
+        let half = &mut self.halves[i];
+        let dir = half.dir;
+        let error = if block.oversized {
+            half.hpack.mark_state_lost();
+            self.fields.clear();
+            Some("header block larger than the buffer limit".to_string())
+        } else {
+            match half.hpack.decode(&block.buf) {
+                Ok(fields) => {
+                    self.fields = fields;
+                    None
+                }
+                Err(e) => {
+                    // The decoder itself forgets state after a malformed block
+                    // and keeps it after a limit error (the table stays valid).
+                    self.stats.hpack_errors += 1;
+                    self.fields.clear();
+                    Some(format!("HPACK: {e}"))
+                }
+            }
+        };
+        sink(Event::Headers {
+            stream: block.stream,
+            dir,
+            fields: &self.fields,
+            end_stream: block.end_stream,
+            error,
+            frame,
+            ts_ns,
+        });
+    }
+}
+
+/// Whether `bytes` starts like the client preface (enough to route a connection).
+pub fn looks_like_preface(bytes: &[u8]) -> bool {
+    let n = bytes.len().min(PREFACE.len());
+    n >= 4 && bytes[..n] == PREFACE[..n]
+}

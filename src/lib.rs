@@ -1,0 +1,216 @@
+//! tfwire: reads TensorFlow Serving traffic off the wire and explains why
+//! requests were rejected.
+//!
+//! Pipeline (one module per stage): `capture` → `net` → `http2` → `grpc` →
+//! `tfserving` → `diagnose` → `report`, driven by `pipeline::Analyzer`.
+
+pub mod capture;
+pub mod cli;
+pub mod diagnose;
+pub mod grpc;
+pub mod http2;
+pub mod net;
+pub mod pipeline;
+pub mod report;
+pub mod tfserving;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use capture::CaptureReader;
+use cli::{AnalyzeOptions, Format};
+use pipeline::Analyzer;
+use report::{JsonLines, Summary, TableReport};
+use tfserving::Exchange;
+
+/// Exit statuses (DESIGN.md §5).
+pub const EXIT_CLEAN: u8 = 0;
+pub const EXIT_FAILURES: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+
+/// Where exchanges go while the analysis runs.
+enum Output<W: Write> {
+    Jsonl(JsonLines<W>),
+    Table(TableReport),
+    SummaryOnly,
+}
+
+struct Collector<W: Write> {
+    summary: Summary,
+    output: Output<W>,
+}
+
+impl<W: Write> Collector<W> {
+    fn take(&mut self, ex: Exchange) -> bool {
+        self.summary.add(&ex);
+        match &mut self.output {
+            Output::Jsonl(j) => j.write(&ex),
+            Output::Table(t) => {
+                t.add(ex);
+                true
+            }
+            Output::SummaryOnly => true,
+        }
+    }
+}
+
+impl<W: Write> pipeline::ExchangeSink for Collector<W> {
+    fn exchange(&mut self, ex: Exchange) -> bool {
+        self.take(ex)
+    }
+}
+
+/// Error that stops a run with exit status 2.
+#[derive(Debug)]
+pub struct RunError(pub String);
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Runs `tfwire analyze` writing to `out`; returns the exit status.
+pub fn analyze(opts: &AnalyzeOptions, out: impl Write) -> Result<u8, RunError> {
+    let output = match opts.format {
+        Format::Jsonl => Output::Jsonl(JsonLines::new(out, false)),
+        Format::Table => Output::Table(TableReport::new(opts.all, opts.color)),
+        Format::Summary => Output::SummaryOnly,
+    };
+    let mut table_out = None;
+    let collector = Collector {
+        summary: Summary::new(),
+        output,
+    };
+    let mut analyzer = Analyzer::new(opts.config.clone(), collector);
+    let mut totals = report::summary::CaptureTotals::default();
+    let mut frame = 1u64;
+    let (mut first_ts, mut last_ts) = (None::<i64>, None::<i64>);
+
+    // Open every file first so that a bad argument fails before any output.
+    let mut readers = Vec::new();
+    for path in &opts.captures {
+        let r = CaptureReader::open(path).map_err(|e| RunError(e.to_string()))?;
+        let size = std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        readers.push((r, size));
+    }
+    for (mut reader, size) in readers {
+        let bar = progress_bar(opts.progress, size, reader.name());
+        let mut since = 0u32;
+        frame = reader.for_each_packet(frame, |p, consumed| {
+            analyzer.packet(p);
+            if p.ts_ns != 0 {
+                first_ts = Some(first_ts.map_or(p.ts_ns, |f: i64| f.min(p.ts_ns)));
+                last_ts = Some(last_ts.map_or(p.ts_ns, |l: i64| l.max(p.ts_ns)));
+            }
+            since += 1;
+            if since == 4096 {
+                since = 0;
+                if let Some(b) = &bar {
+                    b.set_position(consumed);
+                }
+            }
+        });
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        if let Some(c) = &reader.stats().cut_short {
+            eprintln!("tfwire: warning: {}: {c}", reader.name());
+        }
+        totals.add(reader.name(), reader.stats());
+        if analyzer.stopped() {
+            break;
+        }
+    }
+    analyzer.finish();
+    totals.first_packet = first_ts.map(tfserving::exchange::rfc3339);
+    totals.last_packet = last_ts.map(tfserving::exchange::rfc3339);
+    let net = analyzer.net_stats();
+    let protocols = analyzer.proto_stats();
+    let mut collector = analyzer.into_sink();
+    let summary = &mut collector.summary;
+    summary.capture = totals;
+    summary.network = net;
+    summary.protocols = protocols;
+    summary.finish();
+    let status = if summary.failures > 0 {
+        EXIT_FAILURES
+    } else {
+        EXIT_CLEAN
+    };
+
+    let result = match &mut collector.output {
+        Output::Jsonl(j) => {
+            j.write(&collector.summary);
+            j.finish()
+        }
+        Output::Table(t) => {
+            let mut w = table_out
+                .get_or_insert_with(|| io::BufWriter::new(io::stdout()))
+                .by_ref();
+            t.print(&collector.summary, &mut w).and_then(|_| w.flush())
+        }
+        Output::SummaryOnly => {
+            let mut w = io::stdout().lock();
+            serde_json::to_writer(&mut w, &collector.summary)
+                .map_err(io::Error::from)
+                .and_then(|_| writeln!(w))
+        }
+    };
+    match result {
+        // A closed pipe (`tfwire analyze … | head`) is a normal end.
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(RunError(format!("writing output: {e}")))
+        }
+        _ => Ok(status),
+    }
+}
+
+fn progress_bar(enabled: bool, size: Option<u64>, name: &str) -> Option<ProgressBar> {
+    let size = size.filter(|_| enabled)?;
+    let bar = ProgressBar::new(size);
+    let style = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+    )
+    .ok()?
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(report::escape_for_terminal(name));
+    Some(bar)
+}
+
+/// Entry point of the binary.
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    use clap::Parser;
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                EXIT_ERROR
+            } else {
+                EXIT_CLEAN
+            });
+        }
+    };
+    let result = match cli.command {
+        cli::Command::Analyze(args) => match args.validate() {
+            Ok(opts) => analyze(&opts, io::BufWriter::new(io::stdout().lock())),
+            Err(e) => Err(RunError(e)),
+        },
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("tfwire: {}", report::escape_for_terminal(&e.0));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! Network stage: packets → TCP connections → ordered byte streams per direction.
+//!
+//! Connections are numbered in order of first appearance, starting at 0, which
+//! matches Wireshark's `tcp.stream` index for the same file, so every exchange
+//! can point at a display filter.
+
+pub mod packet;
+pub mod reassembly;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::capture::Packet;
+pub use packet::{tcp_segment, Skip, TcpSegment};
+pub use reassembly::{Delivery, Limits as ReassemblyLimits, Reassembler};
+
+/// Direction of bytes within a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dir {
+    ToServer,
+    ToClient,
+}
+
+impl Dir {
+    pub fn index(self) -> usize {
+        match self {
+            Dir::ToServer => 0,
+            Dir::ToClient => 1,
+        }
+    }
+}
+
+/// How the client side of a connection was determined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleSource {
+    /// The handshake was seen.
+    Handshake,
+    /// Picked up mid-connection; the server is the side on a known service port.
+    ServicePort,
+    /// Picked up mid-connection on unknown ports; the lower port is taken as the server.
+    LowerPort,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Wireshark-compatible `tcp.stream` index.
+    pub id: u64,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub roles: RoleSource,
+    pub first_frame: u64,
+    pub first_ts_ns: i64,
+}
+
+/// Receives what the flow table reconstructs.
+pub trait FlowSink {
+    fn opened(&mut self, info: &ConnInfo);
+    fn data(&mut self, conn: u64, dir: Dir, delivery: Delivery<'_>);
+    /// The connection ended (both directions closed, reset, or end of input).
+    fn closed(&mut self, conn: u64);
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct NetStats {
+    pub tcp_segments: u64,
+    pub non_tcp_packets: u64,
+    pub ip_fragments: u64,
+    pub malformed_packets: u64,
+    pub unsupported_link_packets: u64,
+    pub connections: u64,
+    /// Segments cut by the capture's snaplen, and the payload bytes lost that way.
+    pub snaplen_cut_segments: u64,
+    pub snaplen_cut_bytes: u64,
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    pub retransmitted_bytes: u64,
+    pub overlap_conflicts: u64,
+    pub out_of_order_segments: u64,
+    pub reassembly_limit_hits: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FlowLimits {
+    pub reassembly: ReassemblyLimits,
+    /// Open connections tracked at once; past this the least recently active is closed.
+    pub max_flows: usize,
+}
+
+impl Default for FlowLimits {
+    fn default() -> Self {
+        FlowLimits {
+            reassembly: ReassemblyLimits {
+                max_buffered_bytes: 8 << 20,
+                max_segments: 8192,
+            },
+            max_flows: 65_536,
+        }
+    }
+}
+
+/// Endpoints in canonical order, so both directions find the same flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey(SocketAddr, SocketAddr);
+
+impl FlowKey {
+    fn of(a: SocketAddr, b: SocketAddr) -> FlowKey {
+        if a <= b {
+            FlowKey(a, b)
+        } else {
+            FlowKey(b, a)
+        }
+    }
+}
+
+struct Flow {
+    info: ConnInfo,
+    /// [to server, to client]
+    halves: [Reassembler; 2],
+    client_isn: Option<u32>,
+    last_ts_ns: i64,
+}
+
+impl Flow {
+    fn dir_of(&self, src: SocketAddr) -> Dir {
+        if src == self.info.client {
+            Dir::ToServer
+        } else {
+            Dir::ToClient
+        }
+    }
+
+    fn both_ended(&self) -> bool {
+        self.halves.iter().all(Reassembler::is_ended)
+    }
+}
+
+/// Tracks TCP connections and reassembles both directions of each.
+pub struct FlowTable {
+    flows: HashMap<FlowKey, Flow>,
+    next_id: u64,
+    service_ports: Vec<u16>,
+    limits: FlowLimits,
+    stats: NetStats,
+}
+
+impl FlowTable {
+    /// `service_ports` are the ports servers listen on (gRPC and REST); they
+    /// decide the roles of connections picked up without their handshake.
+    pub fn new(service_ports: Vec<u16>, limits: FlowLimits) -> Self {
+        FlowTable {
+            flows: HashMap::new(),
+            next_id: 0,
+            service_ports,
+            limits,
+            stats: NetStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> NetStats {
+        let mut s = self.stats.clone();
+        for f in self.flows.values() {
+            add_reassembly_stats(&mut s, &f.halves);
+        }
+        s
+    }
+
+    pub fn open_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Processes one captured packet.
+    pub fn packet(&mut self, p: &Packet<'_>, sink: &mut impl FlowSink) {
+        match tcp_segment(p.link, p.data) {
+            Ok(seg) => self.segment(&seg, p.frame, p.ts_ns, sink),
+            Err(Skip::NotTcp) => self.stats.non_tcp_packets += 1,
+            Err(Skip::Fragment) => self.stats.ip_fragments += 1,
+            Err(Skip::Malformed) => self.stats.malformed_packets += 1,
+            Err(Skip::UnsupportedLink) => self.stats.unsupported_link_packets += 1,
+        }
+    }
+
+    pub fn segment(
+        &mut self,
+        seg: &TcpSegment<'_>,
+        frame: u64,
+        ts_ns: i64,
+        sink: &mut impl FlowSink,
+    ) {
+        self.stats.tcp_segments += 1;
+        if seg.missing > 0 {
+            self.stats.snaplen_cut_segments += 1;
+            self.stats.snaplen_cut_bytes += u64::from(seg.missing);
+        }
+        let key = FlowKey::of(seg.src, seg.dst);
+
+        // A fresh SYN on a finished (or differently numbered) connection is a
+        // new connection reusing the 4-tuple.
+        if seg.syn && seg.ack.is_none() {
+            if let Some(f) = self.flows.get(&key) {
+                let reused = f.both_ended()
+                    || f.halves.iter().any(Reassembler::is_ended)
+                    || f.client_isn.is_some_and(|isn| isn != seg.seq);
+                if reused {
+                    self.close(key, sink);
+                }
+            }
+        }
+
+        if !self.flows.contains_key(&key) {
+            // Pure ACKs and stray FIN/RST of unknown connections carry nothing to decode.
+            if seg.payload.is_empty() && !seg.syn {
+                return;
+            }
+            if self.flows.len() >= self.limits.max_flows {
+                self.evict_idlest(sink);
+            }
+            let (client, server, roles) = self.roles(seg);
+            let info = ConnInfo {
+                id: self.next_id,
+                client,
+                server,
+                roles,
+                first_frame: frame,
+                first_ts_ns: ts_ns,
+            };
+            self.next_id += 1;
+            self.stats.connections += 1;
+            sink.opened(&info);
+            let r = self.limits.reassembly;
+            self.flows.insert(
+                key,
+                Flow {
+                    info,
+                    halves: [Reassembler::new(r), Reassembler::new(r)],
+                    client_isn: None,
+                    last_ts_ns: ts_ns,
+                },
+            );
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        flow.last_ts_ns = ts_ns;
+        let dir = flow.dir_of(seg.src);
+        if seg.syn && dir == Dir::ToServer {
+            flow.client_isn = Some(seg.seq);
+        }
+        let conn = flow.info.id;
+        {
+            let mut out = |d: Delivery<'_>| sink.data(conn, dir, d);
+            flow.halves[dir.index()].segment(
+                seg.seq,
+                seg.payload,
+                seg.syn,
+                seg.fin,
+                seg.rst,
+                frame,
+                ts_ns,
+                &mut out,
+            );
+        }
+        if let Some(ack) = seg.ack {
+            let other = match dir {
+                Dir::ToServer => Dir::ToClient,
+                Dir::ToClient => Dir::ToServer,
+            };
+            let mut out = |d: Delivery<'_>| sink.data(conn, other, d);
+            flow.halves[other.index()].ack(ack, &mut out);
+        }
+        if seg.rst {
+            // A reset ends both directions at once.
+            let other = 1 - dir.index();
+            let mut out = |d: Delivery<'_>| sink.data(conn, Dir::from_index(other), d);
+            flow.halves[other].flush(&mut out);
+            self.close(key, sink);
+        } else if flow.both_ended() {
+            self.close(key, sink);
+        }
+    }
+
+    /// End of input: flush every connection (in connection order) and close it.
+    pub fn finish(&mut self, sink: &mut impl FlowSink) {
+        let mut keys: Vec<(u64, FlowKey)> =
+            self.flows.iter().map(|(k, f)| (f.info.id, *k)).collect();
+        keys.sort_unstable_by_key(|(id, _)| *id);
+        for (_, k) in keys {
+            self.close(k, sink);
+        }
+    }
+
+    /// Closes connections idle since before `cutoff_ns` (live capture).
+    pub fn expire_idle(&mut self, cutoff_ns: i64, sink: &mut impl FlowSink) -> usize {
+        let mut keys: Vec<(u64, FlowKey)> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.last_ts_ns < cutoff_ns)
+            .map(|(k, f)| (f.info.id, *k))
+            .collect();
+        keys.sort_unstable_by_key(|(id, _)| *id);
+        for (_, k) in &keys {
+            self.close(*k, sink);
+        }
+        keys.len()
+    }
+
+    fn evict_idlest(&mut self, sink: &mut impl FlowSink) {
+        let idlest = self
+            .flows
+            .iter()
+            .min_by_key(|(_, f)| (f.last_ts_ns, f.info.id))
+            .map(|(k, _)| *k);
+        if let Some(k) = idlest {
+            self.stats.reassembly_limit_hits += 1;
+            self.close(k, sink);
+        }
+    }
+
+    fn close(&mut self, key: FlowKey, sink: &mut impl FlowSink) {
+        let Some(mut flow) = self.flows.remove(&key) else {
+            return;
+        };
+        let conn = flow.info.id;
+        for dir in [Dir::ToServer, Dir::ToClient] {
+            let mut out = |d: Delivery<'_>| sink.data(conn, dir, d);
+            flow.halves[dir.index()].flush(&mut out);
+        }
+        add_reassembly_stats(&mut self.stats, &flow.halves);
+        sink.closed(conn);
+    }
+
+    fn roles(&self, seg: &TcpSegment<'_>) -> (SocketAddr, SocketAddr, RoleSource) {
+        if seg.syn {
+            return if seg.ack.is_none() {
+                (seg.src, seg.dst, RoleSource::Handshake)
+            } else {
+                (seg.dst, seg.src, RoleSource::Handshake)
+            };
+        }
+        let dst_service = self.service_ports.contains(&seg.dst.port());
+        let src_service = self.service_ports.contains(&seg.src.port());
+        match (src_service, dst_service) {
+            (false, true) => (seg.src, seg.dst, RoleSource::ServicePort),
+            (true, false) => (seg.dst, seg.src, RoleSource::ServicePort),
+            _ if seg.src.port() > seg.dst.port() => (seg.src, seg.dst, RoleSource::LowerPort),
+            _ => (seg.dst, seg.src, RoleSource::LowerPort),
+        }
+    }
+}
+
+impl Dir {
+    fn from_index(i: usize) -> Dir {
+        if i == 0 {
+            Dir::ToServer
+        } else {
+            Dir::ToClient
+        }
+    }
+}
+
+fn add_reassembly_stats(s: &mut NetStats, halves: &[Reassembler; 2]) {
+    for h in halves {
+        let r = h.stats();
+        s.gaps += r.gaps;
+        s.gap_bytes += r.gap_bytes;
+        s.retransmitted_bytes += r.retransmitted_bytes;
+        s.overlap_conflicts += r.overlap_conflicts;
+        s.out_of_order_segments += r.out_of_order_segments;
+        s.reassembly_limit_hits += r.buffer_limit_hits;
+    }
+}

@@ -1,0 +1,302 @@
+//! Output: JSON Lines (the machine contract), a table for humans, and the
+//! summary that closes both.
+
+pub mod summary;
+
+use std::io::{self, Write};
+
+use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
+
+pub use summary::Summary;
+
+use crate::tfserving::dtype::shape_string;
+use crate::tfserving::{Exchange, TensorSummary};
+
+/// Writes one JSON object per line. A write error (a closed pipe) stops the
+/// writer; the caller ends quietly.
+pub struct JsonLines<W: Write> {
+    out: W,
+    /// Flush after every line (live capture, pipes into `jq`).
+    pub flush_each: bool,
+    pub failed: Option<io::Error>,
+}
+
+impl<W: Write> JsonLines<W> {
+    pub fn new(out: W, flush_each: bool) -> Self {
+        JsonLines {
+            out,
+            flush_each,
+            failed: None,
+        }
+    }
+
+    pub fn write<T: serde::Serialize>(&mut self, value: &T) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        let r = serde_json::to_writer(&mut self.out, value)
+            .map_err(io::Error::from)
+            .and_then(|_| self.out.write_all(b"\n"))
+            .and_then(|_| {
+                if self.flush_each {
+                    self.out.flush()
+                } else {
+                    Ok(())
+                }
+            });
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed = Some(e);
+                false
+            }
+        }
+    }
+
+    pub fn finish(&mut self) -> io::Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.out.flush()
+    }
+}
+
+/// Text from the capture is attacker-controlled: control characters (ANSI
+/// escapes included) are shown escaped, never sent to the terminal.
+pub fn escape_for_terminal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}
+
+fn tensor_line(t: &TensorSummary) -> String {
+    let shape = t
+        .shape
+        .as_deref()
+        .map(shape_string)
+        .unwrap_or_else(|| "<unknown>".into());
+    let dtype = t.dtype.unwrap_or("DT_?");
+    format!(
+        "{} {} {}",
+        escape_for_terminal(&t.name),
+        dtype.trim_start_matches("DT_").to_lowercase(),
+        shape
+    )
+}
+
+/// Collects rows and prints them as a table at the end.
+pub struct TableReport {
+    /// Show successful exchanges too.
+    pub all: bool,
+    pub color: bool,
+    /// Rows kept at most; the rest are counted (the JSON Lines output has them all).
+    pub max_rows: usize,
+    rows: Vec<Exchange>,
+    hidden_ok: u64,
+    hidden_rows: u64,
+}
+
+impl TableReport {
+    pub fn new(all: bool, color: bool) -> Self {
+        TableReport {
+            all,
+            color,
+            max_rows: 2000,
+            rows: Vec::new(),
+            hidden_ok: 0,
+            hidden_rows: 0,
+        }
+    }
+
+    pub fn add(&mut self, ex: Exchange) {
+        if ex.status.ok && !self.all {
+            self.hidden_ok += 1;
+        } else if self.rows.len() >= self.max_rows {
+            self.hidden_rows += 1;
+        } else {
+            self.rows.push(ex);
+        }
+    }
+
+    pub fn print(&self, summary: &Summary, out: &mut impl Write) -> io::Result<()> {
+        if !self.rows.is_empty() {
+            let mut t = Table::new();
+            t.load_preset(presets::UTF8_FULL_CONDENSED)
+                .set_content_arrangement(ContentArrangement::Dynamic)
+                .set_header(vec![
+                    "#",
+                    "time",
+                    "client",
+                    "call",
+                    "inputs",
+                    "status",
+                    "diagnosis",
+                ]);
+            for ex in &self.rows {
+                let time = ex
+                    .start
+                    .as_deref()
+                    .and_then(|s| s.get(11..23))
+                    .unwrap_or("?")
+                    .to_string();
+                let mut call = ex.method.clone().unwrap_or_else(|| "?".into());
+                if let Some(m) = &ex.model {
+                    call.push(' ');
+                    call.push_str(m);
+                    if let Some(v) = ex.version {
+                        call.push_str(&format!(":{v}"));
+                    } else if let Some(l) = &ex.version_label {
+                        call.push_str(&format!("@{l}"));
+                    }
+                    if let Some(s) = &ex.signature {
+                        call.push('/');
+                        call.push_str(s);
+                    }
+                }
+                let inputs = if let Some(n) = ex.examples {
+                    format!("{n} examples")
+                } else {
+                    ex.inputs
+                        .iter()
+                        .map(tensor_line)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                let mut status = match (ex.status.grpc_status, ex.status.http_status) {
+                    (Some(s), _) => s.to_string(),
+                    (None, Some(h)) => format!("HTTP {h}"),
+                    (None, None) => "no status".to_string(),
+                };
+                if let Some(m) = &ex.status.message {
+                    status.push('\n');
+                    status.push_str(&clip(&escape_for_terminal(m), 160));
+                } else if let Some(r) = &ex.status.reset {
+                    status.push('\n');
+                    status.push_str(r);
+                }
+                let diagnosis = match &ex.diagnosis {
+                    Some(d) => format!("{}: {}\nfix: {}", d.category, d.summary, d.fix),
+                    None if !ex.notes.is_empty() => escape_for_terminal(&ex.notes.join("; ")),
+                    None => String::new(),
+                };
+                let mut status_cell = Cell::new(status);
+                if self.color {
+                    status_cell = status_cell.fg(if ex.status.ok {
+                        Color::Green
+                    } else {
+                        Color::Red
+                    });
+                }
+                t.add_row(vec![
+                    Cell::new(ex.id),
+                    Cell::new(time),
+                    Cell::new(&ex.client),
+                    Cell::new(escape_for_terminal(&call)),
+                    Cell::new(inputs),
+                    status_cell,
+                    Cell::new(escape_for_terminal(&diagnosis)),
+                ]);
+            }
+            writeln!(out, "{t}")?;
+        }
+        if self.hidden_rows > 0 {
+            writeln!(
+                out,
+                "… {} more rows not shown; use --format jsonl for every exchange",
+                self.hidden_rows
+            )?;
+        }
+        writeln!(
+            out,
+            "{} exchanges, {} failed{}{}",
+            summary.exchanges,
+            summary.failures,
+            if summary.incomplete > 0 {
+                format!(", {} incomplete", summary.incomplete)
+            } else {
+                String::new()
+            },
+            if self.hidden_ok > 0 {
+                format!(
+                    " ({} successful not shown; --all shows them)",
+                    self.hidden_ok
+                )
+            } else {
+                String::new()
+            }
+        )?;
+        if !summary.root_causes.is_empty() {
+            let n = summary.root_causes.len();
+            writeln!(
+                out,
+                "{} failures, {} {}:",
+                summary.failures,
+                n,
+                if n == 1 { "cause" } else { "causes" }
+            )?;
+            for rc in &summary.root_causes {
+                writeln!(
+                    out,
+                    "  {:>6} × {} [{}{}] {}",
+                    rc.count,
+                    rc.category,
+                    escape_for_terminal(rc.model.as_deref().unwrap_or("?")),
+                    rc.signature
+                        .as_deref()
+                        .map(|s| format!("/{}", escape_for_terminal(s)))
+                        .unwrap_or_default(),
+                    clip(&escape_for_terminal(&rc.summary), 200)
+                )?;
+                if !rc.fix.is_empty() {
+                    writeln!(out, "           fix: {}", rc.fix)?;
+                }
+            }
+        }
+        let c = &summary.capture;
+        let n = &summary.network;
+        writeln!(
+            out,
+            "capture: {} packets, {} bytes, {} TCP connections ({} HTTP/2), {} gaps ({} bytes missing){}",
+            c.packets,
+            c.bytes,
+            n.connections,
+            summary.protocols.http2_connections,
+            n.gaps,
+            n.gap_bytes,
+            if c.cut_short.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", c.cut_short.join("; "))
+            }
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_for_terminal("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        assert_eq!(escape_for_terminal("x\n\ty"), "x\\n\\ty");
+        assert_eq!(clip("abcdef", 4), "abc…");
+    }
+}

@@ -1,0 +1,364 @@
+//! `Exchange`: one request paired with its response, in the JSON Lines
+//! output contract (DESIGN.md §3, schema version 1). Extend, never rename.
+
+use serde::Serialize;
+
+use super::{decode_request, decode_response, Decoded, Method, TensorSummary};
+use crate::diagnose::Diagnosis;
+use crate::grpc::{code_name, Call, Ending};
+use crate::http2::frame::error_name;
+use crate::net::{ConnInfo, Dir};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Grpc,
+    Rest,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VersionStatus {
+    pub version: i64,
+    pub state: String,
+    pub error_code: Option<i32>,
+    pub error_message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Status {
+    pub ok: bool,
+    pub grpc_code: Option<u32>,
+    pub grpc_status: Option<&'static str>,
+    pub http_status: Option<u16>,
+    pub message: Option<String>,
+    /// How the stream ended when not by the server's trailers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Exchange {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: u64,
+    pub transport: Transport,
+    pub client: String,
+    pub server: String,
+    /// Wireshark `tcp.stream` index.
+    pub connection: u64,
+    pub stream: Option<u32>,
+    pub request_frames: Vec<u64>,
+    pub response_frames: Vec<u64>,
+    pub request_id: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub model: Option<String>,
+    pub version: Option<i64>,
+    pub version_label: Option<String>,
+    pub signature: Option<String>,
+    pub inputs: Vec<TensorSummary>,
+    pub outputs: Vec<TensorSummary>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output_filter: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub examples: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<super::SignatureMap>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_status: Option<Vec<VersionStatus>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_encoding: Option<String>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub start: Option<String>,
+    pub latency_ms: Option<f64>,
+    pub status: Status,
+    pub complete: bool,
+    pub notes: Vec<String>,
+    pub diagnosis: Option<Diagnosis>,
+    pub warnings: Vec<String>,
+    /// Opens this exchange in Wireshark.
+    pub wireshark_filter: String,
+    #[serde(skip)]
+    pub start_ts_ns: Option<i64>,
+    #[serde(skip)]
+    pub resolved_version: Option<i64>,
+    #[serde(skip)]
+    pub metadata_fields: Vec<String>,
+}
+
+impl Exchange {
+    /// Builds the exchange of a finished gRPC call.
+    pub fn from_grpc(id: u64, conn: &ConnInfo, call: Call) -> Exchange {
+        let mut notes = Vec::new();
+        let path = call.request_header(":path").map(str::to_string);
+        let method = path.as_deref().and_then(Method::from_path);
+        let method_name = match (&path, method) {
+            (_, Some(m)) => Some(m.name().to_string()),
+            // Not a TF Serving service: name the RPC as the path has it.
+            (Some(p), None) => {
+                notes.push(format!(
+                    "{p} is not a TF Serving method; messages not decoded"
+                ));
+                p.rsplit('/').next().map(str::to_string)
+            }
+            (None, None) => None,
+        };
+        match &call.request_headers {
+            None => notes.push("request headers not captured".to_string()),
+            Some(h) if h.error.is_some() => notes.push(format!(
+                "request headers undecodable: {}",
+                h.error.as_deref().unwrap_or("")
+            )),
+            Some(h) if path.is_none() && h.maybe_unknown(":path") => notes.push(
+                "request :path refers to HPACK state from before the capture started".to_string(),
+            ),
+            Some(_) => {}
+        }
+        if let Some(ct) = call.request_header("content-type") {
+            if !ct.starts_with("application/grpc") {
+                notes.push(format!(
+                    "request content-type is {ct}, not application/grpc"
+                ));
+            }
+        }
+
+        let mut d = Decoded::default();
+        let mut complete = call.ending == Ending::Completed && call.request_headers.is_some();
+        if let Some(m) = method {
+            match call.request.messages.first() {
+                Some(msg) if msg.complete => decode_request(m, msg.data.clone(), &mut d),
+                Some(msg) => {
+                    complete = false;
+                    notes.push(format!(
+                        "request message incomplete: {}",
+                        msg.problem.as_deref().unwrap_or("not all bytes captured")
+                    ));
+                }
+                None if call.request_ended || call.request_headers.is_some() => {
+                    notes.push("no request message seen".to_string());
+                    complete = false;
+                }
+                None => complete = false,
+            }
+            match call.response.messages.first() {
+                Some(msg) if msg.complete => decode_response(m, msg.data.clone(), &mut d),
+                Some(msg) => {
+                    complete = false;
+                    notes.push(format!(
+                        "response message incomplete: {}",
+                        msg.problem.as_deref().unwrap_or("not all bytes captured")
+                    ));
+                }
+                None => {}
+            }
+            if call.request.messages.len() > 1 {
+                notes.push(format!(
+                    "{} request messages on a unary method; only the first is decoded",
+                    call.request.messages.len()
+                ));
+            }
+        }
+        notes.append(&mut d.notes);
+        for (i, dir) in ["request", "response"].iter().enumerate() {
+            if call.lost_bytes[i] > 0 {
+                complete = false;
+                notes.push(format!("{} {dir} bytes not captured", call.lost_bytes[i]));
+            }
+            if call.desynced[i] {
+                complete = false;
+                notes.push(format!(
+                    "HTTP/2 framing lost in the {dir} direction (capture gap)"
+                ));
+            }
+        }
+        if call.refused_by_goaway {
+            notes.push("server's GOAWAY says this stream was never processed".to_string());
+        }
+
+        let grpc = call.status();
+        let http_status = call.http_status();
+        let mut status = Status {
+            ok: false,
+            grpc_code: grpc.code,
+            grpc_status: grpc.code.and_then(code_name),
+            http_status,
+            message: grpc.message.clone(),
+            reset: None,
+        };
+        match call.ending {
+            Ending::Completed => {
+                if grpc.code.is_none() {
+                    if call
+                        .trailers
+                        .as_ref()
+                        .or(call.response_headers.as_ref())
+                        .is_some_and(|h| h.maybe_unknown("grpc-status"))
+                    {
+                        notes.push(
+                            "grpc-status refers to HPACK state from before the capture started"
+                                .to_string(),
+                        );
+                    } else if !grpc.raw_code.is_empty() {
+                        notes.push(format!("unparseable grpc-status {:?}", grpc.raw_code));
+                    } else {
+                        notes.push("response ended without grpc-status".to_string());
+                    }
+                }
+                status.ok = grpc.code == Some(0) && http_status.is_none_or(|s| s < 400);
+            }
+            Ending::Reset { by, code } => {
+                let who = match by {
+                    Dir::ToServer => "client",
+                    Dir::ToClient => "server",
+                };
+                status.reset = Some(format!("RST_STREAM {} by {who}", error_name(code)));
+                // grpc maps RST_STREAM codes to statuses (PROTOCOL-HTTP2.md).
+                if status.grpc_code.is_none() {
+                    let mapped = match code {
+                        0x7 => 14, // REFUSED_STREAM → UNAVAILABLE
+                        0x8 => 1,  // CANCEL → CANCELLED
+                        0xb => 8,  // ENHANCE_YOUR_CALM → RESOURCE_EXHAUSTED
+                        0xc => 7,  // INADEQUATE_SECURITY → PERMISSION_DENIED
+                        _ => 13,   // → INTERNAL
+                    };
+                    notes.push(format!(
+                        "status {} inferred from RST_STREAM {}",
+                        code_name(mapped).unwrap_or("?"),
+                        error_name(code)
+                    ));
+                    status.grpc_code = Some(mapped);
+                    status.grpc_status = code_name(mapped);
+                }
+            }
+            Ending::ConnectionClosed => {
+                complete = false;
+                status.reset = Some("connection closed before the response ended".to_string());
+                notes.push("no end of response seen".to_string());
+            }
+        }
+
+        let latency_ms = match (call.start_ts_ns, call.end_ts_ns) {
+            (Some(s), Some(e)) if e >= s && call.ending == Ending::Completed => {
+                Some((e - s) as f64 / 1e6)
+            }
+            _ => None,
+        };
+        let request_encoding = call
+            .request_header("grpc-encoding")
+            .filter(|e| *e != "identity")
+            .map(str::to_string);
+        let version = d.version.or(if d.version_label.is_none() {
+            d.resolved_version
+        } else {
+            None
+        });
+        let wireshark_filter = format!(
+            "tcp.stream eq {} && http2.streamid eq {}",
+            conn.id, call.stream
+        );
+        Exchange {
+            kind: "exchange",
+            id,
+            transport: Transport::Grpc,
+            client: conn.client.to_string(),
+            server: conn.server.to_string(),
+            connection: conn.id,
+            stream: Some(call.stream),
+            request_frames: call.request_frames.clone(),
+            response_frames: call.response_frames.clone(),
+            request_id: call.request_header("x-request-id").map(str::to_string),
+            method: method_name,
+            path,
+            model: d.model,
+            version,
+            version_label: d.version_label,
+            signature: d.signature,
+            inputs: d.inputs,
+            outputs: d.outputs,
+            output_filter: d.output_filter,
+            examples: d.examples,
+            tasks: d.tasks,
+            results: d.results,
+            signatures: d.signatures,
+            model_status: d.model_status,
+            request_encoding,
+            request_bytes: call
+                .request
+                .messages
+                .iter()
+                .map(|m| u64::from(m.wire_len))
+                .sum(),
+            response_bytes: call
+                .response
+                .messages
+                .iter()
+                .map(|m| u64::from(m.wire_len))
+                .sum(),
+            start: call.start_ts_ns.map(rfc3339),
+            latency_ms,
+            status,
+            complete,
+            notes,
+            diagnosis: None,
+            warnings: Vec::new(),
+            wireshark_filter,
+            start_ts_ns: call.start_ts_ns,
+            resolved_version: d.resolved_version,
+            metadata_fields: d.metadata_fields,
+        }
+    }
+}
+
+/// Nanoseconds since the epoch → `2026-11-27T14:03:04.123456789Z`.
+pub fn rfc3339(ts_ns: i64) -> String {
+    let secs = ts_ns.div_euclid(1_000_000_000);
+    let nanos = ts_ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's civil-from-days algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(1_795_788_184_123_456_789),
+            "2026-11-27T14:03:04.123456789Z"
+        );
+        assert_eq!(
+            rfc3339(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000000Z"
+        );
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+}
