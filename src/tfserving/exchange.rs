@@ -187,7 +187,8 @@ impl Exchange {
             grpc_code: grpc.code,
             grpc_status: grpc.code.and_then(code_name),
             http_status,
-            message: grpc.message.clone(),
+            // grpc servers send an empty grpc-message with OK.
+            message: grpc.message.clone().filter(|m| !m.is_empty()),
             reset: None,
         };
         match call.ending {
@@ -252,11 +253,9 @@ impl Exchange {
             .request_header("grpc-encoding")
             .filter(|e| *e != "identity")
             .map(str::to_string);
-        let version = d.version.or(if d.version_label.is_none() {
-            d.resolved_version
-        } else {
-            None
-        });
+        // The request's version, else the one the server resolved (a label
+        // or "latest" resolves to a number in the response's model_spec).
+        let version = d.version.or(d.resolved_version);
         let wireshark_filter = format!(
             "tcp.stream eq {} && http2.streamid eq {}",
             conn.id, call.stream

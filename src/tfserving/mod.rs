@@ -127,8 +127,6 @@ fn spec_fields(d: &mut Decoded, spec: Option<&tfs::ModelSpec>, method: Method) {
         } else {
             spec.signature_name.clone()
         });
-    } else if !spec.signature_name.is_empty() {
-        d.signature = Some(spec.signature_name.clone());
     }
 }
 

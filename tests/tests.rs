@@ -1,0 +1,6 @@
+//! Integration tests: one binary, a module per capability.
+
+mod support;
+
+mod cli;
+mod fixtures;
