@@ -4,3 +4,5 @@ mod support;
 
 mod cli;
 mod fixtures;
+mod http2;
+mod reassembly;

@@ -305,6 +305,7 @@ impl CallTable {
                         if end_stream {
                             call.request_ended = true;
                             call.request.finish();
+                            self.complete_if_done(stream, done);
                         }
                     }
                     Dir::ToClient => {
@@ -318,7 +319,7 @@ impl CallTable {
                         if end_stream {
                             call.response.finish();
                             call.ending = Ending::Completed;
-                            self.complete(stream, done);
+                            self.complete_if_done(stream, done);
                         }
                     }
                 }
@@ -341,6 +342,7 @@ impl CallTable {
                         if end_stream {
                             call.request_ended = true;
                             call.request.finish();
+                            self.complete_if_done(stream, done);
                         }
                     }
                     Dir::ToClient => {
@@ -349,7 +351,7 @@ impl CallTable {
                             // DATA with END_STREAM ends a response without trailers.
                             call.response.finish();
                             call.ending = Ending::Completed;
-                            self.complete(stream, done);
+                            self.complete_if_done(stream, done);
                         }
                     }
                 }
@@ -401,6 +403,19 @@ impl CallTable {
         }
     }
 
+    /// Hands a call over once both directions ended. A response can be seen
+    /// before the end of its request: the server may answer early, or the
+    /// capture may order packets of the two directions differently.
+    fn complete_if_done(&mut self, stream: u32, done: &mut impl FnMut(Call)) {
+        if self
+            .open
+            .get(&stream)
+            .is_some_and(|c| c.ending == Ending::Completed && c.request_ended)
+        {
+            self.complete(stream, done);
+        }
+    }
+
     fn complete(&mut self, stream: u32, done: &mut impl FnMut(Call)) {
         if let Some(call) = self.open.remove(&stream) {
             done(call);
@@ -415,7 +430,9 @@ impl CallTable {
             if let Some(mut call) = self.open.remove(&id) {
                 call.request.finish();
                 call.response.finish();
-                call.ending = Ending::ConnectionClosed;
+                if call.ending != Ending::Completed {
+                    call.ending = Ending::ConnectionClosed;
+                }
                 done(call);
             }
         }

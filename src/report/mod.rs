@@ -148,6 +148,15 @@ impl TableReport {
                     "status",
                     "diagnosis",
                 ]);
+            // Off a terminal there is no width to fit: use $COLUMNS or 120.
+            if !std::io::IsTerminal::is_terminal(&io::stdout()) || t.width().is_none() {
+                let cols = std::env::var("COLUMNS")
+                    .ok()
+                    .and_then(|c| c.parse::<u16>().ok())
+                    .filter(|&c| c >= 40)
+                    .unwrap_or(120);
+                t.set_width(cols);
+            }
             for ex in &self.rows {
                 let time = ex
                     .start
@@ -172,11 +181,16 @@ impl TableReport {
                 let inputs = if let Some(n) = ex.examples {
                     format!("{n} examples")
                 } else {
-                    ex.inputs
+                    let mut lines: Vec<String> = ex
+                        .inputs
                         .iter()
-                        .map(tensor_line)
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                        .take(8)
+                        .map(|t| clip(&tensor_line(t), 60))
+                        .collect();
+                    if ex.inputs.len() > 8 {
+                        lines.push(format!("… {} more", ex.inputs.len() - 8));
+                    }
+                    lines.join("\n")
                 };
                 let mut status = match (ex.status.grpc_status, ex.status.http_status) {
                     (Some(s), _) => s.to_string(),
@@ -207,7 +221,7 @@ impl TableReport {
                     Cell::new(ex.id),
                     Cell::new(time),
                     Cell::new(&ex.client),
-                    Cell::new(escape_for_terminal(&call)),
+                    Cell::new(clip(&escape_for_terminal(&call), 80)),
                     Cell::new(inputs),
                     status_cell,
                     Cell::new(escape_for_terminal(&diagnosis)),
