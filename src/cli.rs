@@ -24,6 +24,20 @@ pub struct Cli {
 pub enum Command {
     /// Decode TF Serving exchanges in pcap/pcapng captures ('-' reads standard input).
     Analyze(AnalyzeArgs),
+    /// Print a model's signatures from a SavedModel directory or a metadata JSON file.
+    Signature(SignatureArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SignatureArgs {
+    /// SavedModel dir (version dir or model base dir; NAME=DIR names it), or
+    /// the JSON of GET /v1/models/<m>/metadata.
+    #[arg(value_name = "MODEL_DIR|METADATA_JSON")]
+    pub source: String,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -56,6 +70,16 @@ pub struct AnalyzeArgs {
     #[arg(long = "rest-port", value_name = "PORT", default_values_t = [8501u16])]
     pub rest_ports: Vec<u16>,
 
+    /// A SavedModel directory (version dir with saved_model.pb, or a model
+    /// base dir with numbered versions) whose signatures are the reference;
+    /// NAME=DIR names the model. Repeatable.
+    #[arg(long = "model-dir", value_name = "[NAME=]DIR")]
+    pub model_dirs: Vec<String>,
+
+    /// JSON returned by GET /v1/models/<m>[/versions/<v>]/metadata. Repeatable.
+    #[arg(long = "signatures", value_name = "FILE")]
+    pub signature_files: Vec<PathBuf>,
+
     /// Table view: list successful exchanges too.
     #[arg(long)]
     pub all: bool,
@@ -84,6 +108,8 @@ pub struct AnalyzeOptions {
     pub format: Format,
     pub config: Config,
     pub all: bool,
+    pub model_dirs: Vec<String>,
+    pub signature_files: Vec<PathBuf>,
     pub progress: bool,
     pub color: bool,
 }
@@ -121,6 +147,8 @@ impl AnalyzeArgs {
             format,
             config,
             all: self.all,
+            model_dirs: self.model_dirs,
+            signature_files: self.signature_files,
             progress: !self.no_progress && std::io::stderr().is_terminal(),
             color: stdout_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         })

@@ -38,21 +38,40 @@ enum Output<W: Write> {
 }
 
 struct Collector<W: Write> {
+    engine: diagnose::Engine,
     summary: Summary,
     output: Output<W>,
 }
 
+fn report_one<W: Write>(summary: &mut Summary, output: &mut Output<W>, ex: Exchange) -> bool {
+    summary.add(&ex);
+    match output {
+        Output::Jsonl(j) => j.write(&ex),
+        Output::Table(t) => {
+            t.add(ex);
+            true
+        }
+        Output::SummaryOnly => true,
+    }
+}
+
 impl<W: Write> Collector<W> {
     fn take(&mut self, ex: Exchange) -> bool {
-        self.summary.add(&ex);
-        match &mut self.output {
-            Output::Jsonl(j) => j.write(&ex),
-            Output::Table(t) => {
-                t.add(ex);
-                true
-            }
-            Output::SummaryOnly => true,
-        }
+        let Collector {
+            engine,
+            summary,
+            output,
+        } = self;
+        engine.push(ex, &mut |ex| report_one(summary, output, ex))
+    }
+
+    fn finish(&mut self) -> bool {
+        let Collector {
+            engine,
+            summary,
+            output,
+        } = self;
+        engine.finish(&mut |ex| report_one(summary, output, ex))
     }
 }
 
@@ -60,6 +79,33 @@ impl<W: Write> pipeline::ExchangeSink for Collector<W> {
     fn exchange(&mut self, ex: Exchange) -> bool {
         self.take(ex)
     }
+}
+
+/// Builds the SignatureBook from `--model-dir` and `--signatures`.
+pub fn load_book(
+    model_dirs: &[String],
+    signature_files: &[std::path::PathBuf],
+) -> Result<diagnose::SignatureBook, RunError> {
+    let mut book = diagnose::SignatureBook::new();
+    for arg in model_dirs {
+        for l in diagnose::sources::load_model_dir(arg).map_err(RunError)? {
+            let source = diagnose::Source::ModelDir(l.path.display().to_string());
+            book.add_map(&l.model, l.version, &l.signatures, source);
+        }
+    }
+    for path in signature_files {
+        let (model, version, map) =
+            diagnose::sources::load_signatures_file(path).map_err(RunError)?;
+        let model = model.ok_or_else(|| {
+            RunError(format!(
+                "{}: no model_spec.name in the metadata JSON",
+                path.display()
+            ))
+        })?;
+        let source = diagnose::Source::SignaturesFile(path.display().to_string());
+        book.add_map(&model, version, &map, source);
+    }
+    Ok(book)
 }
 
 /// Error that stops a run with exit status 2.
@@ -83,6 +129,7 @@ pub fn analyze(opts: &AnalyzeOptions, out: impl Write) -> Result<u8, RunError> {
     };
     let mut table_out = None;
     let collector = Collector {
+        engine: diagnose::Engine::new(load_book(&opts.model_dirs, &opts.signature_files)?),
         summary: Summary::new(),
         output,
     };
@@ -135,6 +182,7 @@ pub fn analyze(opts: &AnalyzeOptions, out: impl Write) -> Result<u8, RunError> {
     let net = analyzer.net_stats();
     let protocols = analyzer.proto_stats();
     let mut collector = analyzer.into_sink();
+    collector.finish();
     let summary = &mut collector.summary;
     summary.capture = totals;
     summary.network = net;
@@ -173,6 +221,39 @@ pub fn analyze(opts: &AnalyzeOptions, out: impl Write) -> Result<u8, RunError> {
     }
 }
 
+/// `tfwire signature`: prints the signatures of a SavedModel or metadata JSON.
+pub fn show_signatures(args: &cli::SignatureArgs, out: &mut impl Write) -> Result<u8, RunError> {
+    let path = std::path::Path::new(&args.source);
+    let loaded: Vec<(String, Option<i64>, tfserving::SignatureMap)> = if path.is_file() {
+        let (model, version, map) =
+            diagnose::sources::load_signatures_file(path).map_err(RunError)?;
+        vec![(model.unwrap_or_else(|| "?".into()), version, map)]
+    } else {
+        diagnose::sources::load_model_dir(&args.source)
+            .map_err(RunError)?
+            .into_iter()
+            .map(|l| (l.model, l.version, l.signatures))
+            .collect()
+    };
+    let result = if args.json {
+        let v: Vec<serde_json::Value> = loaded
+            .iter()
+            .map(|(m, v, s)| serde_json::json!({"model": m, "version": v, "signatures": s}))
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &v)
+            .map_err(io::Error::from)
+            .and_then(|_| writeln!(out))
+    } else {
+        report::print_signatures(&loaded, out)
+    };
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(RunError(format!("writing output: {e}")))
+        }
+        _ => Ok(EXIT_CLEAN),
+    }
+}
+
 fn progress_bar(enabled: bool, size: Option<u64>, name: &str) -> Option<ProgressBar> {
     let size = size.filter(|_| enabled)?;
     let bar = ProgressBar::new(size);
@@ -205,6 +286,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
             Ok(opts) => analyze(&opts, io::BufWriter::new(io::stdout().lock())),
             Err(e) => Err(RunError(e)),
         },
+        cli::Command::Signature(args) => show_signatures(&args, &mut io::stdout().lock()),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod diagnose;
 mod fixtures;
 mod http2;
 mod reassembly;

@@ -1,31 +1,108 @@
-//! Root-cause diagnosis of failed exchanges.
+//! Root-cause diagnosis of failed exchanges: what each model expects
+//! (`book`), what the server said (`message`), and the rules that combine
+//! them with the request (`rules`).
+
+pub mod book;
+pub mod message;
+pub mod rules;
+pub mod sources;
+
+use std::collections::VecDeque;
 
 use serde::Serialize;
+
+pub use book::{SignatureBook, Source};
+
+use crate::tfserving::Exchange;
 
 /// How sure a diagnosis is (DESIGN.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Confidence {
+    /// Inferred.
     Possible,
+    /// One source (the server's message, or the signature).
     Likely,
+    /// The server's message and the model's signature agree.
     Certain,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnosis {
     pub category: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_dtype: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_dtype: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_shape: Option<Vec<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_shape: Option<Vec<i64>>,
     pub summary: String,
     pub fix: String,
     pub evidence: Vec<String>,
     pub confidence: Confidence,
+}
+
+/// Learns signatures from the traffic and diagnoses exchanges.
+///
+/// Exchanges pass through in order. A failed exchange whose model is not yet
+/// known waits (up to `max_waiting` exchanges queue behind it) so that a
+/// GetModelMetadata call or a successful request later in the capture can
+/// still inform its diagnosis; output order is unchanged.
+pub struct Engine {
+    pub book: SignatureBook,
+    waiting: VecDeque<Exchange>,
+    pub max_waiting: usize,
+}
+
+impl Engine {
+    pub fn new(book: SignatureBook) -> Self {
+        Engine {
+            book,
+            waiting: VecDeque::new(),
+            max_waiting: 4096,
+        }
+    }
+
+    /// Takes an exchange; returns those ready to be reported, in order.
+    pub fn push(&mut self, ex: Exchange, ready: &mut impl FnMut(Exchange) -> bool) -> bool {
+        self.book.learn(&ex);
+        self.waiting.push_back(ex);
+        self.release(false, ready)
+    }
+
+    /// End of input: everything still waiting is diagnosed and released.
+    pub fn finish(&mut self, ready: &mut impl FnMut(Exchange) -> bool) -> bool {
+        self.release(true, ready)
+    }
+
+    fn release(&mut self, all: bool, ready: &mut impl FnMut(Exchange) -> bool) -> bool {
+        while let Some(front) = self.waiting.front() {
+            let blocked = !all
+                && self.waiting.len() <= self.max_waiting
+                && !front.status.ok
+                && front
+                    .model
+                    .as_deref()
+                    .is_some_and(|m| !self.book.knows_model(m));
+            if blocked {
+                break;
+            }
+            let Some(mut ex) = self.waiting.pop_front() else {
+                break;
+            };
+            self.diagnose(&mut ex);
+            if !ready(ex) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Fills `diagnosis` (failures) or `warnings` (successes).
+    pub fn diagnose(&self, ex: &mut Exchange) {
+        if ex.status.ok {
+            ex.warnings.extend(rules::warnings(ex, &self.book));
+        } else {
+            ex.diagnosis = Some(rules::diagnose(ex, &self.book));
+        }
+    }
 }

@@ -139,15 +139,7 @@ impl TableReport {
             let mut t = Table::new();
             t.load_preset(presets::UTF8_FULL_CONDENSED)
                 .set_content_arrangement(ContentArrangement::Dynamic)
-                .set_header(vec![
-                    "#",
-                    "time",
-                    "client",
-                    "call",
-                    "inputs",
-                    "status",
-                    "diagnosis",
-                ]);
+                .set_header(vec!["#", "call", "inputs sent", "status", "diagnosis"]);
             // Off a terminal there is no width to fit: use $COLUMNS or 120.
             if !std::io::IsTerminal::is_terminal(&io::stdout()) || t.width().is_none() {
                 let cols = std::env::var("COLUMNS")
@@ -205,7 +197,16 @@ impl TableReport {
                     status.push_str(r);
                 }
                 let diagnosis = match &ex.diagnosis {
-                    Some(d) => format!("{}: {}\nfix: {}", d.category, d.summary, d.fix),
+                    Some(d) => format!(
+                        "{} ({:?})\n{}\nfix: {}",
+                        d.category,
+                        d.confidence,
+                        escape_for_terminal(&d.summary),
+                        escape_for_terminal(&d.fix)
+                    )
+                    .replace("(Certain)", "(certain)")
+                    .replace("(Likely)", "(likely)")
+                    .replace("(Possible)", "(possible)"),
                     None if !ex.notes.is_empty() => escape_for_terminal(&ex.notes.join("; ")),
                     None => String::new(),
                 };
@@ -219,12 +220,15 @@ impl TableReport {
                 }
                 t.add_row(vec![
                     Cell::new(ex.id),
-                    Cell::new(time),
-                    Cell::new(&ex.client),
-                    Cell::new(clip(&escape_for_terminal(&call), 80)),
+                    Cell::new(format!(
+                        "{}\n{}\n{}",
+                        clip(&escape_for_terminal(&call), 80),
+                        ex.client,
+                        time
+                    )),
                     Cell::new(inputs),
                     status_cell,
-                    Cell::new(escape_for_terminal(&diagnosis)),
+                    Cell::new(diagnosis),
                 ]);
             }
             writeln!(out, "{t}")?;
@@ -270,7 +274,7 @@ impl TableReport {
                     "  {:>6} × {} [{}{}] {}",
                     rc.count,
                     rc.category,
-                    escape_for_terminal(rc.model.as_deref().unwrap_or("?")),
+                    clip(&escape_for_terminal(rc.model.as_deref().unwrap_or("?")), 60),
                     rc.signature
                         .as_deref()
                         .map(|s| format!("/{}", escape_for_terminal(s)))
@@ -301,6 +305,53 @@ impl TableReport {
         )?;
         Ok(())
     }
+}
+
+/// The `tfwire signature` table: one row per input/output.
+pub fn print_signatures(
+    models: &[(String, Option<i64>, crate::tfserving::SignatureMap)],
+    out: &mut impl Write,
+) -> io::Result<()> {
+    for (model, version, map) in models {
+        writeln!(
+            out,
+            "model {}{}",
+            escape_for_terminal(model),
+            version.map(|v| format!(" version {v}")).unwrap_or_default()
+        )?;
+        let mut t = Table::new();
+        t.load_preset(presets::UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_header(vec![
+                "signature",
+                "method",
+                "",
+                "alias",
+                "dtype",
+                "shape",
+                "tensor",
+            ]);
+        for (name, sig) in map {
+            for (kind, specs) in [("input", &sig.inputs), ("output", &sig.outputs)] {
+                for s in specs {
+                    t.add_row(vec![
+                        escape_for_terminal(name),
+                        escape_for_terminal(&sig.method_name),
+                        kind.to_string(),
+                        escape_for_terminal(&s.alias),
+                        s.dtype.clone().unwrap_or_else(|| "?".into()),
+                        s.shape
+                            .as_deref()
+                            .map(shape_string)
+                            .unwrap_or_else(|| "<unknown>".into()),
+                        escape_for_terminal(s.tensor_name.as_deref().unwrap_or("")),
+                    ]);
+                }
+            }
+        }
+        writeln!(out, "{t}")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,261 @@
+//! SignatureBook: what each model expects, and where that knowledge came
+//! from (DESIGN.md §4), in order of trust.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::tfserving::{Exchange, Signature, SignatureMap, TensorSpec, TensorSummary};
+
+/// Where a signature came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `--model-dir`: the SavedModel itself.
+    ModelDir(String),
+    /// `--signatures`: the REST metadata JSON.
+    SignaturesFile(String),
+    /// A GetModelMetadata (or REST metadata) response in the traffic.
+    Metadata { exchange: u64, frame: Option<u64> },
+    /// Generalised from successful requests in the traffic.
+    Traffic { first_exchange: u64, requests: u64 },
+}
+
+impl Source {
+    /// Higher is more trusted.
+    pub fn trust(&self) -> u8 {
+        match self {
+            Source::ModelDir(_) => 4,
+            Source::SignaturesFile(_) => 3,
+            Source::Metadata { .. } => 2,
+            Source::Traffic { .. } => 1,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Source::ModelDir(p) => format!("signature: SavedModel {p}"),
+            Source::SignaturesFile(p) => format!("signature: metadata file {p}"),
+            Source::Metadata { exchange, frame } => match frame {
+                Some(f) => format!("signature: GetModelMetadata response, frame {f} (exchange {exchange})"),
+                None => format!("signature: metadata response (exchange {exchange})"),
+            },
+            Source::Traffic {
+                first_exchange,
+                requests,
+            } => format!(
+                "signature: inferred from {requests} successful request{} (first: exchange {first_exchange})",
+                if *requests == 1 { "" } else { "s" }
+            ),
+        }
+    }
+
+    /// Whether the signature is the model's own declaration (not inferred).
+    pub fn is_declared(&self) -> bool {
+        !matches!(self, Source::Traffic { .. })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub signature: Signature,
+    pub source: Source,
+    /// The version this entry describes, if known.
+    pub version: Option<i64>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Model {
+    /// (version, signature name) → entry. Version None: applies to any.
+    entries: BTreeMap<(Option<i64>, String), Entry>,
+    /// Versions seen answering successfully or listed by metadata/status.
+    versions: BTreeSet<i64>,
+    /// Signature maps that are complete (metadata, SavedModel): a name
+    /// missing from them is known not to exist.
+    complete_for: BTreeSet<Option<i64>>,
+}
+
+/// Everything known about the models in a capture.
+#[derive(Debug, Default, Clone)]
+pub struct SignatureBook {
+    models: BTreeMap<String, Model>,
+}
+
+impl SignatureBook {
+    pub fn new() -> Self {
+        SignatureBook::default()
+    }
+
+    /// Adds a model's full signature map from a declared source.
+    pub fn add_map(
+        &mut self,
+        model: &str,
+        version: Option<i64>,
+        map: &SignatureMap,
+        source: Source,
+    ) {
+        let m = self.models.entry(model.to_string()).or_default();
+        if let Some(v) = version {
+            m.versions.insert(v);
+        }
+        m.complete_for.insert(version);
+        for (name, sig) in map {
+            let key = (version, name.clone());
+            let replace = m
+                .entries
+                .get(&key)
+                .is_none_or(|e| e.source.trust() <= source.trust());
+            if replace {
+                m.entries.insert(
+                    key,
+                    Entry {
+                        signature: sig.clone(),
+                        source: source.clone(),
+                        version,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Learns from an exchange: metadata responses, status responses and
+    /// successful requests.
+    pub fn learn(&mut self, ex: &Exchange) {
+        let Some(model) = ex.model.as_deref() else {
+            return;
+        };
+        if !ex.status.ok {
+            return;
+        }
+        let version = ex.resolved_version.or(ex.version);
+        if let Some(map) = &ex.signatures {
+            self.add_map(
+                model,
+                version,
+                map,
+                Source::Metadata {
+                    exchange: ex.id,
+                    frame: ex.response_frames.first().copied(),
+                },
+            );
+        }
+        let m = self.models.entry(model.to_string()).or_default();
+        if let Some(v) = version {
+            m.versions.insert(v);
+        }
+        if let Some(st) = &ex.model_status {
+            m.versions.extend(st.iter().map(|s| s.version));
+        }
+        if ex.method.as_deref() == Some("Predict") && !ex.inputs.is_empty() {
+            let sig_name = ex
+                .signature
+                .clone()
+                .unwrap_or_else(|| "serving_default".into());
+            let key = (version, sig_name);
+            match m.entries.get_mut(&key) {
+                Some(e) => {
+                    if let Source::Traffic { requests, .. } = &mut e.source {
+                        *requests += 1;
+                        merge(&mut e.signature.inputs, &ex.inputs);
+                        merge(&mut e.signature.outputs, &ex.outputs);
+                    }
+                }
+                None => {
+                    m.entries.insert(
+                        key,
+                        Entry {
+                            signature: Signature {
+                                method_name: "tensorflow/serving/predict".into(),
+                                inputs: ex.inputs.iter().map(generalise).collect(),
+                                outputs: ex.outputs.iter().map(generalise).collect(),
+                                defaults: Vec::new(),
+                            },
+                            source: Source::Traffic {
+                                first_exchange: ex.id,
+                                requests: 1,
+                            },
+                            version,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The best entry for a model/version/signature: the exact version first,
+    /// then any version, most trusted source first.
+    pub fn lookup(&self, model: &str, version: Option<i64>, signature: &str) -> Option<&Entry> {
+        let m = self.models.get(model)?;
+        if let Some(e) = m.entries.get(&(version, signature.to_string())) {
+            if version.is_some() {
+                return Some(e);
+            }
+        }
+        m.entries
+            .iter()
+            .filter(|((_, s), _)| s == signature)
+            .map(|(_, e)| e)
+            .max_by_key(|e| (e.source.trust(), e.version == version, e.version))
+    }
+
+    pub fn knows_model(&self, model: &str) -> bool {
+        self.models.contains_key(model)
+    }
+
+    pub fn versions(&self, model: &str) -> Vec<i64> {
+        self.models
+            .get(model)
+            .map(|m| m.versions.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Signature names known for a model, and whether the list is complete.
+    pub fn signature_names(&self, model: &str) -> (Vec<String>, bool) {
+        let Some(m) = self.models.get(model) else {
+            return (Vec::new(), false);
+        };
+        let names: BTreeSet<String> = m.entries.keys().map(|(_, s)| s.clone()).collect();
+        (names.into_iter().collect(), !m.complete_for.is_empty())
+    }
+
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+}
+
+/// A request tensor as a signature entry: the batch dimension generalised.
+fn generalise(t: &TensorSummary) -> TensorSpec {
+    TensorSpec {
+        alias: t.name.clone(),
+        dtype: t.dtype.map(str::to_string),
+        shape: t.shape.as_ref().map(|dims| {
+            let mut d = dims.clone();
+            if let Some(first) = d.first_mut() {
+                *first = -1;
+            }
+            d
+        }),
+        tensor_name: None,
+    }
+}
+
+/// Widens inferred specs so they cover another successful request.
+fn merge(specs: &mut Vec<TensorSpec>, seen: &[TensorSummary]) {
+    for t in seen {
+        let g = generalise(t);
+        match specs.iter_mut().find(|s| s.alias == t.name) {
+            Some(s) => {
+                if s.dtype != g.dtype {
+                    s.dtype = None;
+                }
+                s.shape = match (s.shape.take(), g.shape) {
+                    (Some(a), Some(b)) if a.len() == b.len() => Some(
+                        a.iter()
+                            .zip(&b)
+                            .map(|(x, y)| if x == y { *x } else { -1 })
+                            .collect(),
+                    ),
+                    _ => None,
+                };
+            }
+            None => specs.push(g),
+        }
+    }
+}
