@@ -8,6 +8,7 @@ pub mod capture;
 pub mod cli;
 pub mod diagnose;
 pub mod grpc;
+pub mod http1;
 pub mod http2;
 pub mod net;
 pub mod pipeline;

@@ -1,5 +1,6 @@
 //! The analysis pipeline: packets in, exchanges out. Owns the flow table and,
-//! per connection, the protocol decoder chosen for it.
+//! per connection, the protocol decoder chosen for it from the first bytes
+//! (HTTP/2 preface, an HTTP/1 request line, a TLS handshake).
 
 use std::collections::HashMap;
 
@@ -7,9 +8,11 @@ use serde::Serialize;
 
 use crate::capture::Packet;
 use crate::grpc::{self, Call, CallTable};
+use crate::http1;
 use crate::http2;
 use crate::net::{ConnInfo, Delivery, Dir, FlowLimits, FlowSink, FlowTable, NetStats};
-use crate::tfserving::Exchange;
+use crate::tfserving::exchange::{rfc3339, Status};
+use crate::tfserving::{Exchange, Transport};
 
 /// Everything the pipeline can be tuned with.
 #[derive(Debug, Clone)]
@@ -18,6 +21,7 @@ pub struct Config {
     pub rest_ports: Vec<u16>,
     pub flow: FlowLimits,
     pub http2: http2::Limits,
+    pub http1: http1::Limits,
     pub grpc: grpc::Limits,
 }
 
@@ -28,6 +32,7 @@ impl Default for Config {
             rest_ports: vec![8501],
             flow: FlowLimits::default(),
             http2: http2::Limits::default(),
+            http1: http1::Limits::default(),
             grpc: grpc::Limits::default(),
         }
     }
@@ -49,14 +54,19 @@ impl<F: FnMut(Exchange) -> bool> ExchangeSink for F {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ProtoStats {
     pub http2_connections: u64,
+    pub http1_connections: u64,
+    pub tls_connections: u64,
     pub other_connections: u64,
     /// Connections picked up after their start, not decodable yet.
     pub undecided_connections: u64,
     pub http2: http2::Stats,
+    pub http1: http1::Stats,
     pub grpc_calls: u64,
+    pub rest_exchanges: u64,
     pub untracked_streams: u64,
     pub streams_with_unknown_headers: u64,
     pub incomplete_exchanges: u64,
+    pub protocol_mismatches: u64,
 }
 
 enum Proto {
@@ -70,6 +80,11 @@ enum Proto {
     Http2 {
         conn: Box<http2::Connection>,
         calls: CallTable,
+        server_checked: bool,
+    },
+    Http1 {
+        conn: Box<http1::Connection>,
+        server_checked: bool,
     },
     /// Not traffic tfwire decodes (counted, bytes dropped).
     Other,
@@ -81,15 +96,159 @@ const EARLY_SERVER_BYTES: usize = 64 << 10;
 struct Conn {
     info: ConnInfo,
     proto: Proto,
+    first_frame: u64,
+    first_ts: i64,
+}
+
+/// Where exchanges go, with the counters that follow them.
+struct Out<S> {
+    next: u64,
+    sink: S,
+    stopped: bool,
+    stats: ProtoStats,
+}
+
+impl<S: ExchangeSink> Out<S> {
+    fn emit(&mut self, ex: Exchange) {
+        if self.stopped {
+            return;
+        }
+        if !ex.complete {
+            self.stats.incomplete_exchanges += 1;
+        }
+        self.next += 1;
+        if !self.sink.exchange(ex) {
+            self.stopped = true;
+        }
+    }
+
+    fn call(&mut self, info: &ConnInfo, call: Call, problem: Option<&str>) {
+        if self.stopped {
+            return;
+        }
+        let unknown = [
+            &call.request_headers,
+            &call.response_headers,
+            &call.trailers,
+        ]
+        .iter()
+        .any(|h| {
+            h.as_ref()
+                .is_some_and(|h| h.unknown_fields > 0 || !h.unknown_values.is_empty())
+        });
+        if unknown {
+            self.stats.streams_with_unknown_headers += 1;
+        }
+        self.stats.grpc_calls += 1;
+        let mut ex = Exchange::from_grpc(self.next, info, call);
+        if let Some(p) = problem {
+            self.stats.protocol_mismatches += 1;
+            ex.set_protocol_problem(p.to_string());
+        } else if let Some(ct) = ex
+            .notes
+            .iter()
+            .find(|n| n.starts_with("request content-type is"))
+            .cloned()
+        {
+            self.stats.protocol_mismatches += 1;
+            ex.set_protocol_problem(format!("{ct}: a gRPC server needs protobuf messages"));
+        }
+        self.emit(ex);
+    }
+
+    fn rest(&mut self, info: &ConnInfo, ev: http1::Event, problem: Option<&str>) {
+        if self.stopped {
+            return;
+        }
+        let http1::Event::Exchange { request, response } = ev;
+        self.stats.rest_exchanges += 1;
+        let mut ex = Exchange::from_rest(self.next, info, request.as_deref(), response.as_deref());
+        let grpc_web = request
+            .as_ref()
+            .and_then(|r| r.header("content-type"))
+            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/grpc"));
+        if let Some(p) = problem {
+            self.stats.protocol_mismatches += 1;
+            ex.set_protocol_problem(p.to_string());
+        } else if grpc_web {
+            self.stats.protocol_mismatches += 1;
+            ex.set_protocol_problem(
+                "gRPC-Web (or gRPC over HTTP/1.1) request: TF Serving speaks gRPC over HTTP/2 only; a gRPC-Web proxy (e.g. Envoy) must translate".to_string(),
+            );
+        }
+        self.emit(ex);
+    }
+
+    /// A connection that never carried a decodable exchange (TLS to a
+    /// plaintext port, plaintext to TLS), reported as one failed exchange.
+    fn mismatch(
+        &mut self,
+        info: &ConnInfo,
+        first_frame: u64,
+        first_ts: i64,
+        transport: Transport,
+        problem: String,
+    ) {
+        if self.stopped {
+            return;
+        }
+        self.stats.protocol_mismatches += 1;
+        let mut ex = Exchange {
+            kind: "exchange",
+            id: self.next,
+            transport,
+            client: info.client.to_string(),
+            server: info.server.to_string(),
+            connection: info.id,
+            stream: None,
+            request_frames: vec![first_frame],
+            response_frames: Vec::new(),
+            request_id: None,
+            method: None,
+            path: None,
+            model: None,
+            version: None,
+            version_label: None,
+            signature: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            output_filter: Vec::new(),
+            examples: None,
+            tasks: Vec::new(),
+            results: None,
+            signatures: None,
+            model_status: None,
+            request_encoding: None,
+            rest_format: None,
+            http_method: None,
+            request_bytes: 0,
+            response_bytes: 0,
+            start: Some(rfc3339(first_ts)),
+            latency_ms: None,
+            status: Status {
+                ok: false,
+                reset: Some("no exchange: the two sides speak different protocols".into()),
+                ..Status::default()
+            },
+            complete: true,
+            notes: Vec::new(),
+            diagnosis: None,
+            warnings: Vec::new(),
+            wireshark_filter: format!("tcp.stream eq {}", info.id),
+            start_ts_ns: Some(first_ts),
+            resolved_version: None,
+            metadata_fields: Vec::new(),
+            protocol_problem: None,
+        };
+        ex.set_protocol_problem(problem);
+        self.emit(ex);
+    }
 }
 
 struct State<S> {
     config: Config,
     conns: HashMap<u64, Conn>,
-    next_exchange: u64,
-    out: S,
-    stopped: bool,
-    stats: ProtoStats,
+    out: Out<S>,
 }
 
 /// Turns packets into exchanges.
@@ -99,7 +258,7 @@ pub struct Analyzer<S: ExchangeSink> {
 }
 
 impl<S: ExchangeSink> Analyzer<S> {
-    pub fn new(config: Config, out: S) -> Self {
+    pub fn new(config: Config, sink: S) -> Self {
         let mut ports = config.grpc_ports.clone();
         ports.extend(&config.rest_ports);
         Analyzer {
@@ -107,23 +266,25 @@ impl<S: ExchangeSink> Analyzer<S> {
             state: State {
                 config,
                 conns: HashMap::new(),
-                next_exchange: 1,
-                out,
-                stopped: false,
-                stats: ProtoStats::default(),
+                out: Out {
+                    next: 1,
+                    sink,
+                    stopped: false,
+                    stats: ProtoStats::default(),
+                },
             },
         }
     }
 
     pub fn packet(&mut self, p: &Packet<'_>) {
-        if !self.state.stopped {
+        if !self.state.out.stopped {
             self.flows.packet(p, &mut self.state);
         }
     }
 
     /// True once the exchange sink asked to stop.
     pub fn stopped(&self) -> bool {
-        self.state.stopped
+        self.state.out.stopped
     }
 
     /// Closes every connection still open (end of input).
@@ -141,22 +302,26 @@ impl<S: ExchangeSink> Analyzer<S> {
     }
 
     pub fn proto_stats(&self) -> ProtoStats {
-        let mut s = self.state.stats.clone();
+        let mut s = self.state.out.stats.clone();
         for c in self.state.conns.values() {
-            if let Proto::Http2 { conn, calls } = &c.proto {
-                add_h2(&mut s.http2, &conn.stats());
-                s.untracked_streams += calls.untracked_streams;
+            match &c.proto {
+                Proto::Http2 { conn, calls, .. } => {
+                    add_h2(&mut s.http2, &conn.stats());
+                    s.untracked_streams += calls.untracked_streams;
+                }
+                Proto::Http1 { conn, .. } => add_h1(&mut s.http1, &conn.stats),
+                _ => {}
             }
         }
         s
     }
 
     pub fn sink(&mut self) -> &mut S {
-        &mut self.state.out
+        &mut self.state.out.sink
     }
 
     pub fn into_sink(self) -> S {
-        self.state.out
+        self.state.out.sink
     }
 }
 
@@ -172,39 +337,29 @@ fn add_h2(a: &mut http2::Stats, b: &http2::Stats) {
     a.bytes_unsynced += b.bytes_unsynced;
 }
 
+fn add_h1(a: &mut http1::Stats, b: &http1::Stats) {
+    a.requests += b.requests;
+    a.responses += b.responses;
+    a.interim_responses += b.interim_responses;
+    a.parse_errors += b.parse_errors;
+    a.bodies_over_limit += b.bodies_over_limit;
+    a.resyncs += b.resyncs;
+}
+
+/// A TLS record header: handshake (0x16) or alert (0x15), version 3.x.
+fn looks_like_tls(b: &[u8]) -> bool {
+    b.len() >= 3 && (b[0] == 0x16 || b[0] == 0x15) && b[1] == 3 && b[2] <= 4
+}
+
 impl<S: ExchangeSink> State<S> {
-    fn emit_call(
-        info: &ConnInfo,
-        call: Call,
-        next: &mut u64,
-        out: &mut S,
-        stopped: &mut bool,
-        stats: &mut ProtoStats,
-    ) {
-        if *stopped {
-            return;
-        }
-        let unknown = [
-            &call.request_headers,
-            &call.response_headers,
-            &call.trailers,
-        ]
-        .iter()
-        .any(|h| {
-            h.as_ref()
-                .is_some_and(|h| h.unknown_fields > 0 || !h.unknown_values.is_empty())
-        });
-        if unknown {
-            stats.streams_with_unknown_headers += 1;
-        }
-        stats.grpc_calls += 1;
-        let ex = Exchange::from_grpc(*next, info, call);
-        if !ex.complete {
-            stats.incomplete_exchanges += 1;
-        }
-        *next += 1;
-        if !out.exchange(ex) {
-            *stopped = true;
+    fn port_kind(&self, info: &ConnInfo) -> Option<Transport> {
+        let p = info.server.port();
+        if self.config.grpc_ports.contains(&p) {
+            Some(Transport::Grpc)
+        } else if self.config.rest_ports.contains(&p) {
+            Some(Transport::Rest)
+        } else {
+            None
         }
     }
 
@@ -212,73 +367,8 @@ impl<S: ExchangeSink> State<S> {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        if let Proto::Undecided {
-            seen,
-            server_early,
-            server_early_bytes,
-        } = &mut conn.proto
-        {
-            match (&delivery, dir) {
-                (
-                    Delivery::Data {
-                        bytes,
-                        frame,
-                        ts_ns,
-                        ..
-                    },
-                    Dir::ToServer,
-                ) => {
-                    let preface = http2::frame::PREFACE;
-                    let take = bytes.len().min(preface.len() - seen.len());
-                    seen.extend_from_slice(&bytes[..take]);
-                    if !preface.starts_with(seen) {
-                        self.stats.other_connections += 1;
-                        conn.proto = Proto::Other;
-                    } else if seen.len() == preface.len() {
-                        self.stats.http2_connections += 1;
-                        let early = std::mem::take(server_early);
-                        conn.proto = Proto::Http2 {
-                            conn: Box::new(http2::Connection::new(self.config.http2)),
-                            calls: CallTable::new(conn_id, self.config.grpc),
-                        };
-                        let (frame, ts_ns) = (*frame, *ts_ns);
-                        self.feed_h2(conn_id, dir, preface, frame, ts_ns);
-                        if take < bytes.len() {
-                            self.feed_h2(conn_id, dir, &bytes[take..], frame, ts_ns);
-                        }
-                        for (b, f, t) in early {
-                            self.feed_h2(conn_id, Dir::ToClient, &b, f, t);
-                        }
-                    }
-                }
-                (
-                    Delivery::Data {
-                        bytes,
-                        frame,
-                        ts_ns,
-                        ..
-                    },
-                    Dir::ToClient,
-                ) => {
-                    *server_early_bytes += bytes.len();
-                    if *server_early_bytes <= EARLY_SERVER_BYTES {
-                        server_early.push((bytes.to_vec(), *frame, *ts_ns));
-                    } else {
-                        // The server keeps talking before the client said
-                        // anything: picked up after the connection's start.
-                        self.stats.undecided_connections += 1;
-                        conn.proto = Proto::Other;
-                    }
-                }
-                (Delivery::Gap { .. }, _) => {
-                    self.stats.undecided_connections += 1;
-                    conn.proto = Proto::Other;
-                }
-                (Delivery::End { .. }, _) => {}
-            }
-            return;
-        }
-        if matches!(conn.proto, Proto::Other) {
+        if let Proto::Undecided { .. } = conn.proto {
+            self.decide(conn_id, dir, delivery);
             return;
         }
         match delivery {
@@ -287,53 +377,260 @@ impl<S: ExchangeSink> State<S> {
                 frame,
                 ts_ns,
                 ..
-            } => self.feed_h2(conn_id, dir, bytes, frame, ts_ns),
+            } => self.feed(conn_id, dir, bytes, frame, ts_ns),
             Delivery::Gap { len, .. } => {
-                let State {
-                    conns,
-                    next_exchange,
-                    out,
-                    stopped,
-                    stats,
-                    ..
-                } = self;
-                if let Some(Conn {
-                    info,
-                    proto: Proto::Http2 { conn, calls },
-                }) = conns.get_mut(&conn_id)
-                {
-                    conn.gap(dir, len, &mut |ev| {
-                        calls.event(ev, &mut |call| {
-                            Self::emit_call(info, call, next_exchange, out, stopped, stats)
-                        })
-                    });
+                let State { conns, out, .. } = self;
+                let Some(Conn { info, proto, .. }) = conns.get_mut(&conn_id) else {
+                    return;
+                };
+                match proto {
+                    Proto::Http2 { conn, calls, .. } => conn.gap(dir, len, &mut |ev| {
+                        calls.event(ev, &mut |call| out.call(info, call, None))
+                    }),
+                    Proto::Http1 { conn, .. } => {
+                        conn.gap(dir, len, &mut |ev| out.rest(info, ev, None))
+                    }
+                    _ => {}
                 }
             }
-            Delivery::End { .. } => {}
+            Delivery::End { .. } => {
+                let State { conns, out, .. } = self;
+                if let Some(Conn {
+                    info,
+                    proto: Proto::Http1 { conn, .. },
+                    ..
+                }) = conns.get_mut(&conn_id)
+                {
+                    conn.end(dir, &mut |ev| out.rest(info, ev, None));
+                }
+            }
         }
     }
 
-    fn feed_h2(&mut self, conn_id: u64, dir: Dir, bytes: &[u8], frame: u64, ts_ns: i64) {
-        let State {
-            conns,
-            next_exchange,
-            out,
-            stopped,
-            stats,
-            ..
-        } = self;
-        if let Some(Conn {
-            info,
-            proto: Proto::Http2 { conn, calls },
-        }) = conns.get_mut(&conn_id)
-        {
-            conn.data(dir, bytes, frame, ts_ns, &mut |ev| {
-                calls.event(ev, &mut |call| {
-                    Self::emit_call(info, call, next_exchange, out, stopped, stats)
-                })
-            });
+    /// Chooses the decoder from the first client bytes.
+    fn decide(&mut self, conn_id: u64, dir: Dir, delivery: Delivery<'_>) {
+        let State { conns, out, config } = self;
+        let Some(conn) = conns.get_mut(&conn_id) else {
+            return;
+        };
+        let Proto::Undecided {
+            seen,
+            server_early,
+            server_early_bytes,
+        } = &mut conn.proto
+        else {
+            return;
+        };
+        let port_kind = {
+            let p = conn.info.server.port();
+            if config.grpc_ports.contains(&p) {
+                Some(Transport::Grpc)
+            } else if config.rest_ports.contains(&p) {
+                Some(Transport::Rest)
+            } else {
+                None
+            }
+        };
+        match (&delivery, dir) {
+            (
+                Delivery::Data {
+                    bytes,
+                    frame,
+                    ts_ns,
+                    ..
+                },
+                Dir::ToServer,
+            ) => {
+                let (frame, ts_ns) = (*frame, *ts_ns);
+                if seen.is_empty() {
+                    conn.first_frame = frame;
+                    conn.first_ts = ts_ns;
+                }
+                let preface = http2::frame::PREFACE;
+                let take = bytes.len().min(preface.len() - seen.len());
+                seen.extend_from_slice(&bytes[..take]);
+                let rest = &bytes[take..];
+                if preface.starts_with(seen) {
+                    if seen.len() < preface.len() {
+                        return;
+                    }
+                    out.stats.http2_connections += 1;
+                    let early = std::mem::take(server_early);
+                    conn.proto = Proto::Http2 {
+                        conn: Box::new(http2::Connection::new(config.http2)),
+                        calls: CallTable::new(conn_id, config.grpc),
+                        server_checked: false,
+                    };
+                    self.feed(conn_id, dir, preface, frame, ts_ns);
+                    if !rest.is_empty() {
+                        self.feed(conn_id, dir, rest, frame, ts_ns);
+                    }
+                    for (b, f, t) in early {
+                        self.feed(conn_id, Dir::ToClient, &b, f, t);
+                    }
+                } else if http1::looks_like_request(seen) {
+                    out.stats.http1_connections += 1;
+                    let early = std::mem::take(server_early);
+                    let head = std::mem::take(seen);
+                    conn.proto = Proto::Http1 {
+                        conn: Box::new(http1::Connection::new(config.http1)),
+                        server_checked: false,
+                    };
+                    self.feed(conn_id, dir, &head, frame, ts_ns);
+                    if !rest.is_empty() {
+                        self.feed(conn_id, dir, rest, frame, ts_ns);
+                    }
+                    for (b, f, t) in early {
+                        self.feed(conn_id, Dir::ToClient, &b, f, t);
+                    }
+                } else if looks_like_tls(seen) {
+                    out.stats.tls_connections += 1;
+                    let info = conn.info.clone();
+                    let (first_frame, first_ts) = (conn.first_frame, conn.first_ts);
+                    conn.proto = Proto::Other;
+                    if let Some(kind) = port_kind {
+                        let what = match kind {
+                            Transport::Grpc => "gRPC",
+                            Transport::Rest => "REST",
+                        };
+                        out.mismatch(
+                            &info,
+                            first_frame,
+                            first_ts,
+                            kind,
+                            format!(
+                                "the client started a TLS handshake (ClientHello) on port {}, where TF Serving's {what} API speaks plaintext: use {} (or configure the server with --ssl_config_file)",
+                                info.server.port(),
+                                match kind {
+                                    Transport::Grpc => "grpc.insecure_channel(...) / plaintext",
+                                    Transport::Rest => "http:// instead of https://",
+                                }
+                            ),
+                        );
+                    }
+                } else if seen.len() >= 3 || !preface.starts_with(seen) {
+                    out.stats.other_connections += 1;
+                    conn.proto = Proto::Other;
+                }
+            }
+            (
+                Delivery::Data {
+                    bytes,
+                    frame,
+                    ts_ns,
+                    ..
+                },
+                Dir::ToClient,
+            ) => {
+                *server_early_bytes += bytes.len();
+                if *server_early_bytes <= EARLY_SERVER_BYTES {
+                    server_early.push((bytes.to_vec(), *frame, *ts_ns));
+                } else {
+                    // The server keeps talking before the client said
+                    // anything: picked up after the connection's start.
+                    out.stats.undecided_connections += 1;
+                    conn.proto = Proto::Other;
+                }
+            }
+            (Delivery::Gap { .. }, _) => {
+                out.stats.undecided_connections += 1;
+                conn.proto = Proto::Other;
+            }
+            (Delivery::End { .. }, _) => {}
         }
     }
+
+    fn feed(&mut self, conn_id: u64, dir: Dir, bytes: &[u8], frame: u64, ts_ns: i64) {
+        let kind = self
+            .conns
+            .get(&conn_id)
+            .and_then(|c| self.port_kind(&c.info));
+        let State { conns, out, .. } = self;
+        let Some(Conn {
+            info,
+            proto,
+            first_frame,
+            first_ts,
+        }) = conns.get_mut(&conn_id)
+        else {
+            return;
+        };
+        match proto {
+            Proto::Http2 {
+                conn,
+                calls,
+                server_checked,
+            } => {
+                if dir == Dir::ToClient && !*server_checked {
+                    *server_checked = true;
+                    if let Some(p) = server_mismatch(bytes, kind, "HTTP/2 (gRPC)") {
+                        let (f, t) = (*first_frame, *first_ts);
+                        let info = info.clone();
+                        *proto = Proto::Other;
+                        out.mismatch(&info, f, t, Transport::Grpc, p);
+                        return;
+                    }
+                }
+                // gRPC sent to the REST port: say so on every call.
+                let problem = (kind == Some(Transport::Rest)).then(|| {
+                    format!(
+                        "HTTP/2 (gRPC) sent to port {}, TF Serving's REST port (HTTP/1.1 + JSON); gRPC goes to the gRPC port (default 8500)",
+                        info.server.port()
+                    )
+                });
+                conn.data(dir, bytes, frame, ts_ns, &mut |ev| {
+                    calls.event(ev, &mut |call| out.call(info, call, problem.as_deref()))
+                });
+            }
+            Proto::Http1 {
+                conn,
+                server_checked,
+            } => {
+                if dir == Dir::ToClient && !*server_checked {
+                    *server_checked = true;
+                    if let Some(p) = server_mismatch(bytes, kind, "HTTP/1.1") {
+                        let (f, t) = (*first_frame, *first_ts);
+                        let info = info.clone();
+                        *proto = Proto::Other;
+                        out.mismatch(&info, f, t, Transport::Rest, p);
+                        return;
+                    }
+                }
+                let problem = (kind == Some(Transport::Grpc)).then(|| {
+                    format!(
+                        "HTTP/1.1 request sent to port {}, TF Serving's gRPC port (HTTP/2); REST requests go to the REST port (default 8501, --rest_api_port)",
+                        info.server.port()
+                    )
+                });
+                conn.data(dir, bytes, frame, ts_ns, &mut |ev| {
+                    out.rest(info, ev, problem.as_deref())
+                });
+            }
+            Proto::Undecided { .. } | Proto::Other => {}
+        }
+    }
+}
+
+/// The server's first bytes show it speaks something else: TLS to our
+/// plaintext client, or HTTP/1 to an HTTP/2 client and vice versa.
+fn server_mismatch(bytes: &[u8], kind: Option<Transport>, client_speaks: &str) -> Option<String> {
+    let _ = kind;
+    if looks_like_tls(bytes) {
+        return Some(format!(
+            "the client sent plaintext {client_speaks} but the server answered with TLS: this port expects TLS (use a secure channel / https://)"
+        ));
+    }
+    if client_speaks.starts_with("HTTP/2") && http1::looks_like_response(bytes) {
+        let line = String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        return Some(format!(
+            "the client spoke HTTP/2 (gRPC) but the server answered with HTTP/1.x ({line}): this is an HTTP/1.1 port, e.g. TF Serving's REST API"
+        ));
+    }
+    None
 }
 
 impl<S: ExchangeSink> FlowSink for State<S> {
@@ -347,6 +644,8 @@ impl<S: ExchangeSink> FlowSink for State<S> {
                     server_early: Vec::new(),
                     server_early_bytes: 0,
                 },
+                first_frame: info.first_frame,
+                first_ts: info.first_ts_ns,
             },
         );
     }
@@ -359,19 +658,37 @@ impl<S: ExchangeSink> FlowSink for State<S> {
         let Some(mut conn) = self.conns.remove(&conn_id) else {
             return;
         };
-        if let Proto::Http2 { conn: h2, calls } = &mut conn.proto {
-            add_h2(&mut self.stats.http2, &h2.stats());
-            self.stats.untracked_streams += calls.untracked_streams;
-            let info = &conn.info;
-            let State {
-                next_exchange,
-                out,
-                stopped,
-                stats,
-                ..
-            } = self;
-            calls
-                .close(&mut |call| Self::emit_call(info, call, next_exchange, out, stopped, stats));
+        let kind = self.port_kind(&conn.info);
+        let out = &mut self.out;
+        let info = &conn.info;
+        match &mut conn.proto {
+            Proto::Http2 {
+                conn: h2, calls, ..
+            } => {
+                add_h2(&mut out.stats.http2, &h2.stats());
+                out.stats.untracked_streams += calls.untracked_streams;
+                let problem = (kind == Some(Transport::Rest)).then(|| {
+                    format!(
+                        "HTTP/2 (gRPC) sent to port {}, TF Serving's REST port (HTTP/1.1 + JSON); gRPC goes to the gRPC port (default 8500)",
+                        info.server.port()
+                    )
+                });
+                calls.close(&mut |call| out.call(info, call, problem.as_deref()));
+            }
+            Proto::Http1 { conn: h1, .. } => {
+                let problem = (kind == Some(Transport::Grpc)).then(|| {
+                    format!(
+                        "HTTP/1.1 request sent to port {}, TF Serving's gRPC port (HTTP/2); REST requests go to the REST port (default 8501, --rest_api_port)",
+                        info.server.port()
+                    )
+                });
+                h1.close(&mut |ev| out.rest(info, ev, problem.as_deref()));
+                add_h1(&mut out.stats.http1, &h1.stats);
+            }
+            Proto::Undecided { seen, .. } if !seen.is_empty() => {
+                out.stats.other_connections += 1;
+            }
+            _ => {}
         }
     }
 }

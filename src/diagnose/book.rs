@@ -143,7 +143,13 @@ impl SignatureBook {
         if let Some(st) = &ex.model_status {
             m.versions.extend(st.iter().map(|s| s.version));
         }
-        if ex.method.as_deref() == Some("Predict") && !ex.inputs.is_empty() {
+        // REST values are JSON: their dtype is only what the JSON denotes, and
+        // a single row-format input has no alias; learn names and shapes only.
+        let rest = ex.transport == crate::tfserving::Transport::Rest;
+        if ex.method.as_deref() == Some("Predict")
+            && !ex.inputs.is_empty()
+            && !(rest && ex.inputs.iter().any(|t| t.name.is_empty()))
+        {
             let sig_name = ex
                 .signature
                 .clone()
@@ -153,8 +159,8 @@ impl SignatureBook {
                 Some(e) => {
                     if let Source::Traffic { requests, .. } = &mut e.source {
                         *requests += 1;
-                        merge(&mut e.signature.inputs, &ex.inputs);
-                        merge(&mut e.signature.outputs, &ex.outputs);
+                        merge(&mut e.signature.inputs, &ex.inputs, rest);
+                        merge(&mut e.signature.outputs, &ex.outputs, rest);
                     }
                 }
                 None => {
@@ -163,8 +169,8 @@ impl SignatureBook {
                         Entry {
                             signature: Signature {
                                 method_name: "tensorflow/serving/predict".into(),
-                                inputs: ex.inputs.iter().map(generalise).collect(),
-                                outputs: ex.outputs.iter().map(generalise).collect(),
+                                inputs: ex.inputs.iter().map(|t| generalise(t, rest)).collect(),
+                                outputs: ex.outputs.iter().map(|t| generalise(t, rest)).collect(),
                                 defaults: Vec::new(),
                             },
                             source: Source::Traffic {
@@ -221,10 +227,14 @@ impl SignatureBook {
 }
 
 /// A request tensor as a signature entry: the batch dimension generalised.
-fn generalise(t: &TensorSummary) -> TensorSpec {
+fn generalise(t: &TensorSummary, rest: bool) -> TensorSpec {
     TensorSpec {
         alias: t.name.clone(),
-        dtype: t.dtype.map(str::to_string),
+        dtype: if rest {
+            None
+        } else {
+            t.dtype.map(str::to_string)
+        },
         shape: t.shape.as_ref().map(|dims| {
             let mut d = dims.clone();
             if let Some(first) = d.first_mut() {
@@ -237,9 +247,9 @@ fn generalise(t: &TensorSummary) -> TensorSpec {
 }
 
 /// Widens inferred specs so they cover another successful request.
-fn merge(specs: &mut Vec<TensorSpec>, seen: &[TensorSummary]) {
+fn merge(specs: &mut Vec<TensorSpec>, seen: &[TensorSummary], rest: bool) {
     for t in seen {
-        let g = generalise(t);
+        let g = generalise(t, rest);
         match specs.iter_mut().find(|s| s.alias == t.name) {
             Some(s) => {
                 if s.dtype != g.dtype {

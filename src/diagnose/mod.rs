@@ -99,6 +99,17 @@ impl Engine {
 
     /// Fills `diagnosis` (failures) or `warnings` (successes).
     pub fn diagnose(&self, ex: &mut Exchange) {
+        if ex.transport == crate::tfserving::Transport::Rest {
+            if let Some(e) = ex.model.as_deref().and_then(|m| {
+                self.book.lookup(
+                    m,
+                    ex.version,
+                    ex.signature.as_deref().unwrap_or("serving_default"),
+                )
+            }) {
+                crate::tfserving::rest::apply_signature(&mut ex.inputs, &e.signature);
+            }
+        }
         if ex.status.ok {
             ex.warnings.extend(rules::warnings(ex, &self.book));
         } else {

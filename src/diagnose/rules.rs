@@ -84,6 +84,7 @@ fn describe_tensor(t: &TensorSummary) -> String {
         ValueEncoding::TensorContent => "tensor_content".to_string(),
         ValueEncoding::Typed => t.fields.join("+"),
         ValueEncoding::Empty => "no values".to_string(),
+        ValueEncoding::Json => format!("JSON {}", t.json.as_deref().unwrap_or(&[]).join("/")),
     };
     format!(
         "{} {} {} ({}, {} values)",
@@ -180,6 +181,20 @@ pub fn diagnose(ex: &Exchange, book: &SignatureBook) -> Diagnosis {
         }),
         node: core.as_ref().and_then(|c| c.node.clone()),
     };
+    if let Some(p) = &ex.protocol_problem {
+        let mut d = ctx.diag(
+            "protocol_mismatch",
+            p.clone(),
+            match ex.transport {
+                Transport::Grpc => "send gRPC (HTTP/2, protobuf) to the gRPC port (default 8500) with a plaintext channel unless the server has TLS; JSON goes to the REST port (default 8501)".into(),
+                Transport::Rest => "send REST (HTTP/1.1, JSON) to the REST port (default 8501, --rest_api_port); gRPC clients go to the gRPC port (default 8500)".into(),
+            },
+        );
+        d.evidence = ctx.evidence(false, &[]);
+        d.evidence.push(format!("tfwire: {p}"));
+        d.confidence = Confidence::Certain;
+        return d;
+    }
     from_finding(&ctx, finding).unwrap_or_else(|| fallback(&ctx))
 }
 
@@ -1272,7 +1287,10 @@ fn compare_request(c: &Ctx<'_>) -> Option<Diagnosis> {
 pub fn warnings(ex: &Exchange, book: &SignatureBook) -> Vec<String> {
     let mut w = Vec::new();
     for t in &ex.inputs {
-        if t.encoding == ValueEncoding::TensorContent {
+        if matches!(
+            t.encoding,
+            ValueEncoding::TensorContent | ValueEncoding::Json
+        ) {
             continue;
         }
         let (Some(n), Some(values)) = (t.elements(), t.values) else {

@@ -72,6 +72,12 @@ pub struct Exchange {
     pub model_status: Option<Vec<VersionStatus>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_encoding: Option<String>,
+    /// REST: `row` ("instances"), `columnar` ("inputs") or `both`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rest_format: Option<&'static str>,
+    /// REST: the HTTP request method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_method: Option<String>,
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub start: Option<String>,
@@ -89,6 +95,9 @@ pub struct Exchange {
     pub resolved_version: Option<i64>,
     #[serde(skip)]
     pub metadata_fields: Vec<String>,
+    /// The two sides speak different protocols (set by the pipeline).
+    #[serde(skip)]
+    pub protocol_problem: Option<String>,
 }
 
 impl Exchange {
@@ -309,7 +318,17 @@ impl Exchange {
             start_ts_ns: call.start_ts_ns,
             resolved_version: d.resolved_version,
             metadata_fields: d.metadata_fields,
+            rest_format: None,
+            http_method: None,
+            protocol_problem: None,
         }
+    }
+
+    /// Records that client and server speak different protocols.
+    pub fn set_protocol_problem(&mut self, problem: String) {
+        self.notes.push(format!("protocol mismatch: {problem}"));
+        self.status.ok = false;
+        self.protocol_problem = Some(problem);
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod dtype;
 pub mod exchange;
+pub mod rest;
 pub mod signature;
 pub mod tensor;
 

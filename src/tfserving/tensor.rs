@@ -17,6 +17,8 @@ pub enum ValueEncoding {
     Typed,
     /// No values at all (the server fills zeros).
     Empty,
+    /// REST: values written as JSON.
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +41,9 @@ pub struct TensorSummary {
     /// Reasons the server would reject this tensor (`tensor parsing error`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// REST: the JSON types of the values (`float`, `int`, `string`, `b64`, `bool`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json: Option<Vec<&'static str>>,
 }
 
 impl TensorSummary {
@@ -316,6 +321,7 @@ pub fn summarize(name: &str, bytes: &[u8]) -> TensorSummary {
         fields,
         bytes: bytes.len() as u64,
         problems,
+        json: None,
     }
 }
 

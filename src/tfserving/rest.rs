@@ -1,0 +1,710 @@
+//! TF Serving's REST API (TFSERVING.md §4): URL routing, the JSON request
+//! formats (row "instances" and columnar "inputs"), and the responses.
+
+use serde_json::Value;
+
+use super::exchange::{rfc3339, Status, Transport, VersionStatus};
+use super::{signature, Exchange, TensorSummary, ValueEncoding, DEFAULT_SIGNATURE};
+use crate::http1::{Message, StartLine};
+use crate::net::ConnInfo;
+
+/// What a REST URL addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Route {
+    pub method: Option<&'static str>,
+    pub model: Option<String>,
+    pub version: Option<i64>,
+    pub version_label: Option<String>,
+    /// Why the URL is not an API call, as TF Serving would answer.
+    pub problem: Option<String>,
+}
+
+fn percent_decode(s: &str) -> String {
+    crate::grpc::percent_decode(s)
+}
+
+/// Routes a request line the way http_rest_api_util.cc does.
+pub fn route(http_method: &str, target: &str) -> Route {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let lower = path.to_ascii_lowercase();
+    if !lower.starts_with("/v1/") {
+        return Route {
+            problem: Some(format!(
+                "{path} is outside /v1/ (the server answers with an HTML 404 page)"
+            )),
+            ..Route::default()
+        };
+    }
+    let malformed = || Route {
+        problem: Some(format!("Malformed request: {http_method} {path}")),
+        ..Route::default()
+    };
+    let Some(rest) = lower
+        .strip_prefix("/v1/models")
+        .map(|_| &path["/v1/models".len()..])
+    else {
+        return malformed();
+    };
+    match http_method {
+        "POST" => {
+            // /v1/models/{m}[/versions/{v}|/labels/{l}]:{verb}
+            let Some(rest) = rest.strip_prefix('/') else {
+                return malformed();
+            };
+            let Some((head, verb)) = rest.rsplit_once(':') else {
+                return malformed();
+            };
+            // The verb comparison is case-sensitive even though the regex is not.
+            let method = match verb {
+                "predict" => "Predict",
+                "classify" => "Classify",
+                "regress" => "Regress",
+                _ => return malformed(),
+            };
+            let mut parts = head.split('/');
+            let Some(model) = parts.next().filter(|m| !m.is_empty()) else {
+                return malformed();
+            };
+            let mut r = Route {
+                method: Some(method),
+                model: Some(percent_decode(model)),
+                ..Route::default()
+            };
+            match (parts.next(), parts.next(), parts.next()) {
+                (None, _, _) => {}
+                (Some(kind), Some(v), None) if kind.eq_ignore_ascii_case("versions") => {
+                    match v.parse::<i64>() {
+                        Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => r.version = Some(n),
+                        _ => return malformed(),
+                    }
+                }
+                (Some(kind), Some(l), None)
+                    if kind.eq_ignore_ascii_case("labels") && !l.is_empty() =>
+                {
+                    r.version_label = Some(percent_decode(l))
+                }
+                _ => return malformed(),
+            }
+            r
+        }
+        "GET" => {
+            let parts: Vec<&str> = rest.split('/').skip(1).collect();
+            if rest.is_empty() || rest == "/" {
+                return Route {
+                    problem: Some("Missing model name in request.".into()),
+                    ..Route::default()
+                };
+            }
+            let mut r = Route {
+                method: Some("GetModelStatus"),
+                model: parts.first().map(|m| percent_decode(m)),
+                ..Route::default()
+            };
+            let mut i = 1;
+            if let (Some(kind), Some(v)) = (parts.get(i), parts.get(i + 1)) {
+                if kind.eq_ignore_ascii_case("versions") {
+                    match v.parse::<i64>() {
+                        Ok(n) => r.version = Some(n),
+                        Err(_) => return malformed(),
+                    }
+                    i += 2;
+                } else if kind.eq_ignore_ascii_case("labels") {
+                    r.version_label = Some(percent_decode(v));
+                    i += 2;
+                }
+            }
+            match parts.get(i) {
+                None => {}
+                // The `metadata` suffix is matched case-sensitively.
+                Some(&"metadata") if parts.len() == i + 1 => r.method = Some("GetModelMetadata"),
+                Some(_) => return malformed(),
+            }
+            r
+        }
+        _ => malformed(),
+    }
+}
+
+/// The JSON type names TF Serving uses in messages.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(o) if is_b64(o) => "b64",
+        Value::Object(_) => "object",
+    }
+}
+
+fn is_b64(o: &serde_json::Map<String, Value>) -> bool {
+    o.len() == 1 && o.get("b64").is_some_and(Value::is_string)
+}
+
+/// Shape by nesting (first element at each level), scalar count, JSON kinds
+/// of the scalars, and whether the nesting is ragged.
+struct Nest {
+    shape: Vec<i64>,
+    values: u64,
+    kinds: Vec<&'static str>,
+    ragged: bool,
+}
+
+fn nest(v: &Value) -> Nest {
+    let mut n = Nest {
+        shape: Vec::new(),
+        values: 0,
+        kinds: Vec::new(),
+        ragged: false,
+    };
+    let mut cur = v;
+    while let Value::Array(a) = cur {
+        n.shape.push(a.len() as i64);
+        match a.first() {
+            Some(first) => cur = first,
+            None => break,
+        }
+    }
+    walk(v, 0, &n.shape.clone(), &mut n);
+    n
+}
+
+fn walk(v: &Value, depth: usize, shape: &[i64], n: &mut Nest) {
+    match v {
+        Value::Array(a) => {
+            if shape.get(depth) != Some(&(a.len() as i64)) {
+                n.ragged = true;
+            }
+            for x in a {
+                walk(x, depth + 1, shape, n);
+            }
+        }
+        scalar => {
+            if depth != shape.len() {
+                n.ragged = true;
+            }
+            n.values += 1;
+            let k = json_kind(scalar);
+            if !n.kinds.contains(&k) {
+                n.kinds.push(k);
+            }
+        }
+    }
+}
+
+/// The dtype a JSON value denotes when no signature says otherwise (DESIGN.md §3).
+fn dtype_of_kinds(kinds: &[&str]) -> Option<&'static str> {
+    if kinds.iter().any(|k| *k == "string" || *k == "b64") {
+        Some("DT_STRING")
+    } else if kinds.contains(&"float") {
+        Some("DT_DOUBLE")
+    } else if kinds.contains(&"int") {
+        Some("DT_INT64")
+    } else if kinds.contains(&"bool") {
+        Some("DT_BOOL")
+    } else {
+        None
+    }
+}
+
+fn tensor(name: &str, n: &Nest) -> TensorSummary {
+    TensorSummary {
+        name: name.to_string(),
+        dtype: dtype_of_kinds(&n.kinds),
+        dtype_code: None,
+        shape: Some(n.shape.clone()),
+        values: Some(n.values),
+        encoding: ValueEncoding::Json,
+        fields: Vec::new(),
+        bytes: 0,
+        problems: if n.ragged {
+            vec!["ragged nesting: lists at one level differ in length".to_string()]
+        } else {
+            Vec::new()
+        },
+        json: Some(n.kinds.clone()),
+    }
+}
+
+/// Inputs of a predict body, by the rules of json_tensor.cc.
+#[derive(Debug, Default)]
+pub struct RestRequest {
+    pub signature: Option<String>,
+    pub format: Option<&'static str>,
+    pub inputs: Vec<TensorSummary>,
+    pub examples: Option<u64>,
+    pub notes: Vec<String>,
+    /// The body is not JSON at all; the parser's error.
+    pub json_error: Option<String>,
+}
+
+pub fn parse_request_body(method: Option<&str>, body: &[u8]) -> RestRequest {
+    let mut r = RestRequest::default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        r.json_error = Some("empty body".into());
+        return r;
+    }
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            r.json_error = Some(e.to_string());
+            return r;
+        }
+    };
+    let Some(obj) = v.as_object() else {
+        r.notes.push("request body is not a JSON object".into());
+        return r;
+    };
+    r.signature = obj
+        .get("signature_name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if matches!(method, Some("Classify") | Some("Regress")) {
+        r.examples = obj
+            .get("examples")
+            .and_then(Value::as_array)
+            .map(|a| a.len() as u64);
+        return r;
+    }
+    match (obj.get("instances"), obj.get("inputs")) {
+        (Some(_), Some(_)) => {
+            r.format = Some("both");
+            r.notes
+                .push("body has both 'instances' and 'inputs'".into());
+        }
+        (Some(Value::Array(rows)), None) => {
+            r.format = Some("row");
+            let named = rows
+                .first()
+                .is_some_and(|f| f.as_object().is_some_and(|o| !is_b64(o)));
+            if named {
+                let mut names: Vec<&String> = rows
+                    .iter()
+                    .filter_map(Value::as_object)
+                    .flat_map(|o| o.keys())
+                    .collect();
+                names.sort();
+                names.dedup();
+                for name in names {
+                    let per_row: Vec<Nest> = rows
+                        .iter()
+                        .filter_map(|row| row.get(name.as_str()).map(nest))
+                        .collect();
+                    let Some(first) = per_row.first() else {
+                        continue;
+                    };
+                    let mut shape = vec![rows.len() as i64];
+                    shape.extend_from_slice(&first.shape);
+                    let mut kinds: Vec<&'static str> = Vec::new();
+                    for n in &per_row {
+                        for k in &n.kinds {
+                            if !kinds.contains(k) {
+                                kinds.push(k);
+                            }
+                        }
+                    }
+                    let ragged = per_row.len() != rows.len()
+                        || per_row.iter().any(|n| n.ragged || n.shape != first.shape);
+                    r.inputs.push(tensor(
+                        name,
+                        &Nest {
+                            shape,
+                            values: per_row.iter().map(|n| n.values).sum(),
+                            kinds,
+                            ragged,
+                        },
+                    ));
+                }
+            } else {
+                // A single unnamed input: its alias comes from the signature.
+                r.inputs
+                    .push(tensor("", &nest(&Value::Array(rows.clone()))));
+            }
+        }
+        (Some(_), None) => {
+            r.format = Some("row");
+            r.notes.push("'instances' is not a list".into());
+        }
+        (None, Some(Value::Object(o))) if !is_b64(o) => {
+            r.format = Some("columnar");
+            let mut names: Vec<&String> = o.keys().collect();
+            names.sort();
+            for name in names {
+                r.inputs.push(tensor(name, &nest(&o[name])));
+            }
+        }
+        (None, Some(v)) => {
+            r.format = Some("columnar");
+            r.inputs.push(tensor("", &nest(v)));
+        }
+        (None, None) => r
+            .notes
+            .push("body has neither 'instances' nor 'inputs'".into()),
+    }
+    r
+}
+
+fn outputs_of(v: &Value) -> Vec<TensorSummary> {
+    let mut out = Vec::new();
+    if let Some(p) = v.get("predictions").and_then(Value::as_array) {
+        let named = p
+            .first()
+            .is_some_and(|f| f.as_object().is_some_and(|o| !is_b64(o)));
+        if named {
+            let mut names: Vec<&String> = p
+                .iter()
+                .filter_map(Value::as_object)
+                .flat_map(|o| o.keys())
+                .collect();
+            names.sort();
+            names.dedup();
+            for name in names {
+                let col: Vec<Value> = p
+                    .iter()
+                    .filter_map(|r| r.get(name.as_str()).cloned())
+                    .collect();
+                out.push(tensor(name, &nest(&Value::Array(col))));
+            }
+        } else {
+            out.push(tensor("predictions", &nest(&Value::Array(p.clone()))));
+        }
+    } else if let Some(o) = v.get("outputs") {
+        match o {
+            Value::Object(m) if !is_b64(m) => {
+                let mut names: Vec<&String> = m.keys().collect();
+                names.sort();
+                for name in names {
+                    out.push(tensor(name, &nest(&m[name])));
+                }
+            }
+            other => out.push(tensor("outputs", &nest(other))),
+        }
+    }
+    out
+}
+
+impl Exchange {
+    /// Builds the exchange of an HTTP/1 request and its response.
+    pub fn from_rest(
+        id: u64,
+        conn: &ConnInfo,
+        request: Option<&Message>,
+        response: Option<&Message>,
+    ) -> Exchange {
+        let mut notes = Vec::new();
+        let (http_method, target) = match request.map(|r| &r.start) {
+            Some(StartLine::Request { method, target, .. }) => {
+                (Some(method.as_str()), Some(target.as_str()))
+            }
+            _ => (None, None),
+        };
+        let route = match (http_method, target) {
+            (Some(m), Some(t)) => route(m, t),
+            _ => Route::default(),
+        };
+        if let Some(p) = &route.problem {
+            notes.push(format!("not an API call: {p}"));
+        }
+        if request.is_none() {
+            notes.push("request not captured".into());
+        }
+        if let Some(req) = request {
+            notes.extend(req.problems.iter().map(|p| format!("request: {p}")));
+            if let Some(ct) = req.header("content-type") {
+                let ct_l = ct.to_ascii_lowercase();
+                if ct_l.starts_with("application/grpc") {
+                    notes.push(format!("request content-type is {ct} over HTTP/1.1"));
+                }
+            }
+        }
+        let mut signatures = None;
+        let mut model_status = None;
+        let mut body_req = RestRequest::default();
+        if let (Some(req), Some(m)) = (request, route.method) {
+            if http_method == Some("POST") {
+                if req.body_complete {
+                    body_req = parse_request_body(Some(m), &req.body);
+                    if let Some(e) = &body_req.json_error {
+                        notes.push(format!("request body is not valid JSON: {e}"));
+                    }
+                    notes.append(&mut body_req.notes);
+                } else {
+                    notes.push("request body incomplete; not decoded".into());
+                }
+            }
+        }
+        let mut status = Status {
+            ok: false,
+            grpc_code: None,
+            grpc_status: None,
+            http_status: response.and_then(Message::status),
+            message: None,
+            reset: None,
+        };
+        let mut outputs = Vec::new();
+        let mut results = None;
+        let mut resolved_version = None;
+        match response {
+            Some(resp) => {
+                notes.extend(resp.problems.iter().map(|p| format!("response: {p}")));
+                let json: Option<Value> = serde_json::from_slice(&resp.body).ok();
+                if let Some(v) = &json {
+                    status.message = v.get("error").and_then(Value::as_str).map(str::to_string);
+                    match route.method {
+                        Some("Predict") => outputs = outputs_of(v),
+                        Some("Classify") | Some("Regress") => {
+                            results = v
+                                .get("results")
+                                .or_else(|| v.get("result"))
+                                .and_then(Value::as_array)
+                                .map(|a| a.len() as u64)
+                        }
+                        Some("GetModelMetadata") if status.message.is_none() => {
+                            if let Ok((_, version, map)) =
+                                crate::diagnose::sources::parse_metadata_json(v)
+                            {
+                                resolved_version = version;
+                                signatures = Some(map);
+                            }
+                        }
+                        Some("GetModelStatus") if status.message.is_none() => {
+                            model_status = v
+                                .get("model_version_status")
+                                .and_then(Value::as_array)
+                                .map(|a| {
+                                    a.iter()
+                                        .map(|s| VersionStatus {
+                                            version: s
+                                                .get("version")
+                                                .and_then(|x| {
+                                                    x.as_i64().or_else(|| x.as_str()?.parse().ok())
+                                                })
+                                                .unwrap_or(0),
+                                            state: s
+                                                .get("state")
+                                                .and_then(Value::as_str)
+                                                .unwrap_or("")
+                                                .to_string(),
+                                            error_code: None,
+                                            error_message: s
+                                                .pointer("/status/error_message")
+                                                .and_then(Value::as_str)
+                                                .filter(|m| !m.is_empty())
+                                                .map(str::to_string),
+                                        })
+                                        .collect()
+                                });
+                        }
+                        _ => {}
+                    }
+                } else if !resp.body.is_empty() {
+                    let ct = resp.header("content-type").unwrap_or("");
+                    notes.push(format!(
+                        "response body is not JSON ({}{} bytes)",
+                        if ct.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{ct}, ")
+                        },
+                        resp.body.len()
+                    ));
+                }
+                status.ok = status.http_status.is_some_and(|s| (200..400).contains(&s))
+                    && status.message.is_none();
+            }
+            None => {
+                status.reset = Some("no response seen".into());
+                notes.push("no response seen".into());
+            }
+        }
+        let start_ts = request.map(|r| r.first_ts_ns).filter(|t| *t != 0);
+        let end_ts = response.map(|r| r.last_ts_ns);
+        let latency_ms = match (start_ts, end_ts) {
+            (Some(s), Some(e)) if e >= s => Some((e - s) as f64 / 1e6),
+            _ => None,
+        };
+        let complete =
+            request.is_some_and(|r| r.body_complete) && response.is_some_and(|r| r.body_complete);
+        let signature = match route.method {
+            Some("Predict") | Some("Classify") | Some("Regress") => Some(
+                body_req
+                    .signature
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_SIGNATURE.to_string()),
+            ),
+            _ => None,
+        };
+        let request_id = request
+            .and_then(|r| r.header("x-request-id"))
+            .map(str::to_string);
+        let first_frame = request.and_then(|r| r.frames.first()).copied();
+        let wireshark_filter = match first_frame {
+            Some(f) => format!("tcp.stream eq {} && frame.number >= {f}", conn.id),
+            None => format!("tcp.stream eq {}", conn.id),
+        };
+        Exchange {
+            kind: "exchange",
+            id,
+            transport: Transport::Rest,
+            client: conn.client.to_string(),
+            server: conn.server.to_string(),
+            connection: conn.id,
+            stream: None,
+            request_frames: request.map(|r| r.frames.clone()).unwrap_or_default(),
+            response_frames: response.map(|r| r.frames.clone()).unwrap_or_default(),
+            request_id,
+            method: route.method.map(str::to_string),
+            path: target.map(|t| t.to_string()),
+            model: route.model,
+            version: route.version.or(resolved_version),
+            version_label: route.version_label,
+            signature,
+            inputs: body_req.inputs,
+            outputs,
+            output_filter: Vec::new(),
+            examples: body_req.examples,
+            tasks: Vec::new(),
+            results,
+            signatures,
+            model_status,
+            request_encoding: request
+                .and_then(|r| r.header("content-encoding"))
+                .map(str::to_string),
+            request_bytes: request.map(|r| r.body_wire_len).unwrap_or(0),
+            response_bytes: response.map(|r| r.body_wire_len).unwrap_or(0),
+            start: start_ts.map(rfc3339),
+            latency_ms,
+            status,
+            complete,
+            notes,
+            diagnosis: None,
+            warnings: Vec::new(),
+            wireshark_filter,
+            start_ts_ns: start_ts,
+            resolved_version,
+            metadata_fields: Vec::new(),
+            rest_format: body_req.format,
+            http_method: http_method.map(str::to_string),
+            protocol_problem: None,
+        }
+    }
+}
+
+/// Resolves REST input names and dtypes against a signature: a single
+/// unnamed input takes the signature's alias; JSON values that convert to
+/// the signature's dtype take it (DESIGN.md §3).
+pub fn apply_signature(inputs: &mut [TensorSummary], sig: &signature::Signature) {
+    for t in inputs.iter_mut() {
+        if t.name.is_empty() && sig.inputs.len() == 1 {
+            t.name = sig.inputs[0].alias.clone();
+        }
+        let Some(spec) = sig.input(&t.name) else {
+            continue;
+        };
+        let Some(want) = spec.dtype.as_deref() else {
+            continue;
+        };
+        let kinds = t.json.clone().unwrap_or_default();
+        let converts = kinds.iter().all(|k| match *k {
+            "float" => matches!(want, "DT_FLOAT" | "DT_DOUBLE" | "DT_HALF" | "DT_BFLOAT16"),
+            "int" => matches!(
+                want,
+                "DT_FLOAT"
+                    | "DT_DOUBLE"
+                    | "DT_INT32"
+                    | "DT_INT64"
+                    | "DT_INT16"
+                    | "DT_INT8"
+                    | "DT_UINT8"
+                    | "DT_UINT16"
+                    | "DT_UINT32"
+                    | "DT_UINT64"
+                    | "DT_HALF"
+                    | "DT_BFLOAT16"
+            ),
+            "bool" => want == "DT_BOOL",
+            "string" | "b64" => want == "DT_STRING",
+            _ => false,
+        });
+        if converts {
+            t.dtype = super::dtype::code(want).and_then(super::dtype::name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let r = route("POST", "/v1/models/fraud/versions/2:predict");
+        assert_eq!(
+            (r.method, r.model.as_deref(), r.version),
+            (Some("Predict"), Some("fraud"), Some(2))
+        );
+        let r = route("POST", "/v1/models/fraud/labels/stable:classify");
+        assert_eq!(
+            (r.method, r.version_label.as_deref()),
+            (Some("Classify"), Some("stable"))
+        );
+        let r = route("POST", "/v1/models/fraud");
+        assert_eq!(
+            r.problem.as_deref(),
+            Some("Malformed request: POST /v1/models/fraud")
+        );
+        let r = route("POST", "/v1/models/fraud:Predict");
+        assert!(r.problem.is_some(), "verb is case-sensitive");
+        let r = route("POST", "/v1/models/fraud/versions/abc:predict");
+        assert!(r.problem.is_some());
+        let r = route("GET", "/v1/models/fraud/versions/1/metadata");
+        assert_eq!((r.method, r.version), (Some("GetModelMetadata"), Some(1)));
+        let r = route("GET", "/v1/models/fraud");
+        assert_eq!(r.method, Some("GetModelStatus"));
+        let r = route("GET", "/v1/models/my%20model/metadata");
+        assert_eq!(r.model.as_deref(), Some("my model"));
+        assert!(route("GET", "/healthz")
+            .problem
+            .is_some_and(|p| p.contains("HTML 404")));
+        assert!(route("PUT", "/v1/models/x:predict").problem.is_some());
+    }
+
+    #[test]
+    fn row_and_columnar_bodies() {
+        let r = parse_request_body(
+            Some("Predict"),
+            br#"{"instances": [[1.0, 2.0], [3.0, 4.0]]}"#,
+        );
+        assert_eq!(r.format, Some("row"));
+        assert_eq!(r.inputs[0].shape, Some(vec![2, 2]));
+        assert_eq!(r.inputs[0].values, Some(4));
+        assert_eq!(r.inputs[0].dtype, Some("DT_DOUBLE"));
+
+        let r = parse_request_body(
+            Some("Predict"),
+            br#"{"signature_name": "s", "instances": [{"ids": [1, 2, 3], "mask": [1, 1, 0]}, {"ids": [4, 5, 6], "mask": [1, 1, 1]}]}"#,
+        );
+        assert_eq!(r.signature.as_deref(), Some("s"));
+        assert_eq!(r.inputs.len(), 2);
+        assert_eq!(r.inputs[0].name, "ids");
+        assert_eq!(r.inputs[0].shape, Some(vec![2, 3]));
+        assert_eq!(r.inputs[0].dtype, Some("DT_INT64"));
+
+        let r = parse_request_body(
+            Some("Predict"),
+            br#"{"inputs": {"a": [[1, 2]], "b": {"b64": "aGk="}}}"#,
+        );
+        assert_eq!(r.format, Some("columnar"));
+        assert_eq!(r.inputs[0].shape, Some(vec![1, 2]));
+        assert_eq!(r.inputs[1].shape, Some(vec![]));
+        assert_eq!(r.inputs[1].dtype, Some("DT_STRING"));
+
+        let r = parse_request_body(Some("Predict"), br#"{"instances": [[1, 2, 3], [4, 5]]}"#);
+        assert!(!r.inputs[0].problems.is_empty(), "ragged");
+
+        let r = parse_request_body(Some("Predict"), br#"{"instances": [1, 2,]}"#);
+        assert!(r.json_error.is_some());
+    }
+}
