@@ -656,11 +656,9 @@ fn decode_content(msg: &mut Message, max: usize) {
 mod tests {
     use super::*;
 
-    fn run(
-        c: &mut Connection,
-        client: &[&[u8]],
-        server: &[&[u8]],
-    ) -> Vec<(Option<Box<Message>>, Option<Box<Message>>)> {
+    type Pair = (Option<Box<Message>>, Option<Box<Message>>);
+
+    fn run(c: &mut Connection, client: &[&[u8]], server: &[&[u8]]) -> Vec<Pair> {
         let mut out = Vec::new();
         let mut sink = |e: Event| {
             let Event::Exchange { request, response } = e;
