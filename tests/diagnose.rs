@@ -237,3 +237,87 @@ fn concurrent_failures_group_into_few_root_causes() {
     let total: u64 = s.root_causes.iter().map(|r| r.count).sum();
     assert_eq!(total, 20);
 }
+
+/// Compares each exchange's diagnosis with the `expect` object its
+/// generator wrote (category, input, dtypes, shapes; nulls included).
+fn check_expectations(capture: &str, book: SignatureBook) -> Vec<Exchange> {
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(&format!("{capture}.truth.json"))).expect("truth"),
+    )
+    .expect("truth json");
+    let ex = diagnosed(capture, book);
+    let mut wrong = Vec::new();
+    for t in truth["exchanges"].as_array().expect("exchanges") {
+        let id = t["request_id"].as_str().unwrap_or("?");
+        let Some(e) = ex.iter().find(|e| e.request_id.as_deref() == Some(id)) else {
+            wrong.push(format!("{id}: not decoded"));
+            continue;
+        };
+        match (&t["expect"], &e.diagnosis) {
+            (serde_json::Value::Null, None) => {}
+            (serde_json::Value::Null, Some(d)) => {
+                wrong.push(format!("{id}: unexpected {}", d.category))
+            }
+            (_, None) => wrong.push(format!("{id}: no diagnosis")),
+            (want, Some(d)) => {
+                let got = serde_json::to_value(d).expect("serialize");
+                for (k, v) in want.as_object().expect("expect object") {
+                    let g = got.get(k).cloned().unwrap_or(serde_json::Value::Null);
+                    if &g != v {
+                        wrong.push(format!("{id}.{k}: expected {v} got {g}  ({})", d.summary));
+                    }
+                }
+            }
+        }
+        if t["warning"] == true && e.warnings.is_empty() {
+            wrong.push(format!("{id}: expected a warning"));
+        }
+    }
+    assert!(wrong.is_empty(), "{capture}:\n{}", wrong.join("\n"));
+    ex
+}
+
+/// Every category triggered by a real request, with no GetModelMetadata in
+/// the capture: signatures come from the successful calls before them.
+#[test]
+fn grpc_diagnosis_capture_from_traffic_alone() {
+    let ex = check_expectations("grpc_diagnosis.pcapng", SignatureBook::new());
+    let d = by_id(&ex, "diag-017").diagnosis.clone().expect("diagnosis");
+    assert!(d.confidence >= Confidence::Likely, "{d:?}");
+}
+
+/// The same capture with the SavedModels as reference: the diagnoses do not
+/// change, the signature evidence names the SavedModel, and dtype errors
+/// map `arg[i]` through the real feed names, so they are certain.
+#[test]
+fn grpc_diagnosis_capture_with_model_dir() {
+    let book = tfwire::load_book(
+        &[
+            fixture("models").join("fraud").display().to_string(),
+            fixture("models").join("bert").display().to_string(),
+            fixture("models").join("resnet").display().to_string(),
+        ],
+        &[],
+    )
+    .expect("model dirs load");
+    let ex = check_expectations("grpc_diagnosis.pcapng", book);
+    let d = by_id(&ex, "diag-017").diagnosis.clone().expect("diagnosis");
+    assert_eq!(d.input.as_deref(), Some("token_type_ids"));
+    assert_eq!(d.confidence, Confidence::Certain);
+    assert!(
+        d.evidence.iter().any(|e| e.contains("saved_model.pb")),
+        "{:?}",
+        d.evidence
+    );
+}
+
+/// `--signatures` (the REST metadata JSON) works as a reference too.
+#[test]
+fn grpc_diagnosis_capture_with_signature_files() {
+    let files: Vec<std::path::PathBuf> = ["fraud", "bert", "resnet"]
+        .iter()
+        .map(|m| fixture("models").join(format!("{m}.signatures.json")))
+        .collect();
+    let book = tfwire::load_book(&[], &files).expect("signature files load");
+    check_expectations("grpc_diagnosis.pcapng", book);
+}

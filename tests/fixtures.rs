@@ -152,3 +152,8 @@ fn exchanges_carry_endpoints_and_wireshark_filters() {
         "{start}"
     );
 }
+
+#[test]
+fn grpc_diagnosis_matches_ground_truth() {
+    assert!(check_fixture("grpc_diagnosis.pcapng") >= 30);
+}

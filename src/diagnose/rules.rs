@@ -756,10 +756,7 @@ fn unknown_alias(c: &Ctx<'_>, alias: &str, missing: &[String], expected: &[Strin
     d.input = Some(alias.to_string());
     d.sent_dtype = c.input(alias).and_then(|t| t.dtype).map(str::to_string);
     d.sent_shape = c.input(alias).and_then(|t| t.shape.clone());
-    if let Some(s) = suggestion.and_then(|s| c.spec(s)) {
-        d.expected_dtype = s.dtype.clone();
-        d.expected_shape = s.shape.clone();
-    }
+    // The signature has nothing under an unknown alias: expected_* stay null.
     d.evidence = c.evidence(true, &[alias]);
     d.confidence = c.confidence(
         c.server.is_some(),
@@ -1088,19 +1085,34 @@ fn batch_sizes(c: &Ctx<'_>) -> Option<Diagnosis> {
             .iter()
             .filter_map(|t| Some((t.name.as_str(), *t.shape.as_ref()?.first()?)))
             .collect();
-    let first = dims.first()?;
-    let odd = dims.iter().find(|(_, d)| *d != first.1)?;
+    // The batch size most inputs agree on; the odd one out is at fault.
+    let count = |b: i64| dims.iter().filter(|(_, d)| *d == b).count();
+    let common = dims
+        .iter()
+        .map(|(_, d)| *d)
+        .max_by_key(|b| (count(*b), -*b))?;
+    let reference = dims.iter().find(|(_, d)| *d == common)?;
+    let odd = dims.iter().find(|(_, d)| *d != common)?;
     let mut d = c.diag(
         "batch_size_mismatch",
         format!(
-            "inputs disagree on the batch size: '{}' has {} rows, '{}' has {}",
-            first.0, first.1, odd.0, odd.1
+            "inputs disagree on the batch size: '{}' has {} rows, while '{}'{} has {}",
+            odd.0,
+            odd.1,
+            reference.0,
+            if count(common) > 1 { " and the others" } else { "" },
+            common
         ),
-        "send every input with the same number of rows (dimension 0)".into(),
+        format!(
+            "send every input with the same number of rows (dimension 0): '{}' should have {} rows like the others",
+            odd.0, common
+        ),
     );
     d.input = Some(odd.0.to_string());
+    d.sent_dtype = c.input(odd.0).and_then(|t| t.dtype).map(str::to_string);
     d.sent_shape = c.input(odd.0).and_then(|t| t.shape.clone());
-    d.expected_shape = c.input(first.0).and_then(|t| t.shape.clone());
+    d.expected_dtype = c.spec(odd.0).and_then(|s| s.dtype.clone());
+    d.expected_shape = c.spec(odd.0).and_then(|s| s.shape.clone());
     d.evidence = c.evidence(false, &dims.iter().map(|(n, _)| *n).collect::<Vec<_>>());
     d.confidence = if c.server.is_some() {
         Confidence::Certain

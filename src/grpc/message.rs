@@ -86,6 +86,8 @@ pub struct Deframer {
     pub dropped_messages: u64,
     /// Bytes lost with framing (after a gap in a prefix).
     pub unframed_bytes: u64,
+    /// Not gRPC (content-type says otherwise): the whole body is one message.
+    raw: Option<u64>,
     limits: Limits,
 }
 
@@ -101,11 +103,26 @@ impl Deframer {
             messages: Vec::new(),
             dropped_messages: 0,
             unframed_bytes: 0,
+            raw: None,
             limits,
         }
     }
 
+    /// Treats the stream's body as one opaque message (a client that sent
+    /// JSON or other non-gRPC content): no length prefixes to misread.
+    pub fn set_raw(&mut self) {
+        if self.raw.is_none() && !self.in_progress() && self.messages.is_empty() {
+            self.raw = Some(0);
+        }
+    }
+
     pub fn push(&mut self, mut data: &[u8]) {
+        if let Some(total) = &mut self.raw {
+            *total += data.len() as u64;
+            let room = self.limits.max_message.saturating_sub(self.buf.len());
+            self.buf.extend_from_slice(&data[..data.len().min(room)]);
+            return;
+        }
         while !data.is_empty() {
             match &mut self.state {
                 State::Prefix { buf, have } => {
@@ -191,6 +208,21 @@ impl Deframer {
 
     /// The direction ended; a message still open is recorded as cut short.
     pub fn finish(&mut self) {
+        if let Some(total) = self.raw.take() {
+            if total > 0 {
+                let data = Bytes::from(std::mem::take(&mut self.buf));
+                let complete = data.len() as u64 == total;
+                self.record(Message {
+                    compressed: false,
+                    wire_len: total.min(u64::from(u32::MAX)) as u32,
+                    data,
+                    complete,
+                    problem: (!complete).then(|| "body larger than the message limit".to_string()),
+                });
+            }
+            self.raw = Some(0);
+            return;
+        }
         if let State::Body {
             compressed,
             len,

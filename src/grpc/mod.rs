@@ -299,6 +299,12 @@ impl CallTable {
                         if call.request_headers.is_none() {
                             call.request.encoding =
                                 Encoding::from_header(list.get("grpc-encoding"));
+                            if list
+                                .get("content-type")
+                                .is_some_and(|ct| !ct.starts_with("application/grpc"))
+                            {
+                                call.request.set_raw();
+                            }
                             call.request_headers = Some(list);
                         }
                         // Request trailers are not used by gRPC; ignore their content.
@@ -312,6 +318,12 @@ impl CallTable {
                         if call.response_headers.is_none() {
                             call.response.encoding =
                                 Encoding::from_header(list.get("grpc-encoding"));
+                            if list
+                                .get("content-type")
+                                .is_some_and(|ct| !ct.starts_with("application/grpc"))
+                            {
+                                call.response.set_raw();
+                            }
                             call.response_headers = Some(list);
                         } else {
                             call.trailers = Some(list);

@@ -137,16 +137,26 @@ impl Exchange {
         }
 
         let mut d = Decoded::default();
-        let mut complete = call.ending == Ending::Completed && call.request_headers.is_some();
+        // Complete: everything the two sides exchanged was captured (a reset
+        // or a message the client never finished sending is still complete).
+        let mut complete = matches!(call.ending, Ending::Completed | Ending::Reset { .. })
+            && call.request_headers.is_some();
         if let Some(m) = method {
             match call.request.messages.first() {
                 Some(msg) if msg.complete => decode_request(m, msg.data.clone(), &mut d),
                 Some(msg) => {
-                    complete = false;
                     notes.push(format!(
                         "request message incomplete: {}",
                         msg.problem.as_deref().unwrap_or("not all bytes captured")
                     ));
+                    if !msg.data.is_empty() {
+                        notes.push(format!(
+                            "request decoded from its first {} of {} bytes",
+                            msg.data.len(),
+                            msg.wire_len
+                        ));
+                        super::decode_request_prefix(m, &msg.data, &mut d);
+                    }
                 }
                 None if call.request_ended || call.request_headers.is_some() => {
                     notes.push("no request message seen".to_string());
@@ -157,7 +167,6 @@ impl Exchange {
             match call.response.messages.first() {
                 Some(msg) if msg.complete => decode_response(m, msg.data.clone(), &mut d),
                 Some(msg) => {
-                    complete = false;
                     notes.push(format!(
                         "response message incomplete: {}",
                         msg.problem.as_deref().unwrap_or("not all bytes captured")
@@ -227,7 +236,8 @@ impl Exchange {
                     Dir::ToClient => "server",
                 };
                 status.reset = Some(format!("RST_STREAM {} by {who}", error_name(code)));
-                // grpc maps RST_STREAM codes to statuses (PROTOCOL-HTTP2.md).
+                // No grpc-status was sent; say what a gRPC client reports
+                // for this reset (PROTOCOL-HTTP2.md), without inventing one.
                 if status.grpc_code.is_none() {
                     let mapped = match code {
                         0x7 => 14, // REFUSED_STREAM → UNAVAILABLE
@@ -237,12 +247,10 @@ impl Exchange {
                         _ => 13,   // → INTERNAL
                     };
                     notes.push(format!(
-                        "status {} inferred from RST_STREAM {}",
-                        code_name(mapped).unwrap_or("?"),
-                        error_name(code)
+                        "no grpc-status: the stream was reset ({}); a gRPC client reports {}",
+                        error_name(code),
+                        code_name(mapped).unwrap_or("?")
                     ));
-                    status.grpc_code = Some(mapped);
-                    status.grpc_status = code_name(mapped);
                 }
             }
             Ending::ConnectionClosed => {

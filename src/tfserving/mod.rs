@@ -233,6 +233,52 @@ pub fn decode_request(method: Method, data: Bytes, d: &mut Decoded) {
     }
 }
 
+/// Decodes what arrived of a request message that was cut short (the
+/// stream was reset before the client sent all of it): Predict only, since
+/// its model_spec and tensor headers come first on the wire.
+pub fn decode_request_prefix(method: Method, data: &[u8], d: &mut Decoded) {
+    use tensor::{Field, Wire};
+    if method != Method::Predict {
+        return;
+    }
+    let mut w = Wire::new_partial(data);
+    while let Some(Ok((num, field))) = w.next() {
+        match (num, field) {
+            (1, Field::Bytes(b)) => {
+                if let Ok(spec) = tfs::ModelSpec::decode(b) {
+                    spec_fields(d, Some(&spec), method);
+                }
+            }
+            (2, Field::Bytes(entry))
+            | (
+                2,
+                Field::Truncated {
+                    available: entry, ..
+                },
+            ) => {
+                let mut name = None;
+                let mut ew = Wire::new_partial(entry);
+                while let Some(Ok((n, f))) = ew.next() {
+                    match (n, f) {
+                        (1, Field::Bytes(k)) => {
+                            name = Some(String::from_utf8_lossy(k).into_owned())
+                        }
+                        (2, Field::Bytes(v)) => {
+                            d.inputs.push(summarize(name.as_deref().unwrap_or(""), v))
+                        }
+                        (2, Field::Truncated { available, .. }) => d.inputs.push(
+                            tensor::summarize_prefix(name.as_deref().unwrap_or(""), available),
+                        ),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    d.inputs.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
 /// Decodes the response message of `method`.
 pub fn decode_response(method: Method, data: Bytes, d: &mut Decoded) {
     macro_rules! decode {

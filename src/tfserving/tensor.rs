@@ -69,6 +69,9 @@ pub fn element_count(dims: &[i64]) -> Option<u64> {
 pub(crate) struct Wire<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// The buffer is a prefix of the message: a field running past its end
+    /// is reported as `Truncated` instead of an error.
+    partial: bool,
 }
 
 pub(crate) enum Field<'a> {
@@ -76,11 +79,28 @@ pub(crate) enum Field<'a> {
     Fixed64,
     Bytes(&'a [u8]),
     Fixed32,
+    /// Partial mode: a length-delimited field cut by the end of the buffer.
+    Truncated {
+        declared: u64,
+        available: &'a [u8],
+    },
 }
 
 impl<'a> Wire<'a> {
     pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Wire { buf, pos: 0 }
+        Wire {
+            buf,
+            pos: 0,
+            partial: false,
+        }
+    }
+
+    pub(crate) fn new_partial(buf: &'a [u8]) -> Self {
+        Wire {
+            buf,
+            pos: 0,
+            partial: true,
+        }
     }
 
     pub(crate) fn varint(&mut self) -> Option<u64> {
@@ -126,6 +146,17 @@ impl<'a> Wire<'a> {
                     .and_then(|l| self.pos.checked_add(l))
                     .filter(|&e| e <= self.buf.len())
                 else {
+                    if self.partial {
+                        let available = &self.buf[self.pos..];
+                        self.pos = self.buf.len();
+                        return Some(Ok((
+                            (key >> 3) as u32,
+                            Field::Truncated {
+                                declared: len,
+                                available,
+                            },
+                        )));
+                    }
                     return Some(Err(()));
                 };
                 let b = &self.buf[self.pos..end];
@@ -182,6 +213,16 @@ fn typed_field(num: u32) -> Option<(&'static str, Packing)> {
 
 /// Summarises one serialized TensorProto.
 pub fn summarize(name: &str, bytes: &[u8]) -> TensorSummary {
+    summarize_impl(name, bytes, false)
+}
+
+/// Summarises the first bytes of a TensorProto whose end was never sent
+/// (a stream reset mid-message): lengths come from the field prefixes.
+pub fn summarize_prefix(name: &str, bytes: &[u8]) -> TensorSummary {
+    summarize_impl(name, bytes, true)
+}
+
+fn summarize_impl(name: &str, bytes: &[u8], partial: bool) -> TensorSummary {
     let mut dtype_code: i32 = 0;
     let mut shape: Option<Vec<i64>> = None;
     let mut unknown_rank = false;
@@ -192,10 +233,15 @@ pub fn summarize(name: &str, bytes: &[u8]) -> TensorSummary {
     let mut problems = Vec::new();
     let mut malformed = false;
 
-    let mut w = Wire::new(bytes);
+    let mut truncated = false;
+    let mut w = if partial {
+        Wire::new_partial(bytes)
+    } else {
+        Wire::new(bytes)
+    };
     while let Some(item) = w.next() {
         let Ok((num, field)) = item else {
-            malformed = true;
+            malformed = !partial;
             break;
         };
         match (num, field) {
@@ -213,6 +259,18 @@ pub fn summarize(name: &str, bytes: &[u8]) -> TensorSummary {
                 content_len = Some(b.len());
                 content = b;
             }
+            (
+                4,
+                Field::Truncated {
+                    declared,
+                    available,
+                },
+            ) => {
+                content_len = usize::try_from(declared).ok();
+                content = available;
+                truncated = true;
+            }
+            (_, Field::Truncated { .. }) => truncated = true,
             (num, field) => {
                 if let Some((fname, packing)) = typed_field(num) {
                     let n = match (packing, field) {
@@ -271,7 +329,9 @@ pub fn summarize(name: &str, bytes: &[u8]) -> TensorSummary {
 
     let (encoding, values) = match content_len {
         Some(len) if len > 0 => {
-            let values = if dtype_code == dtype::DT_STRING {
+            let values = if dtype_code == dtype::DT_STRING && truncated {
+                elements
+            } else if dtype_code == dtype::DT_STRING {
                 match (
                     elements,
                     elements.and_then(|n| string_content_ok(content, n)),
@@ -307,7 +367,10 @@ pub fn summarize(name: &str, bytes: &[u8]) -> TensorSummary {
             };
             (ValueEncoding::TensorContent, values)
         }
-        _ if typed > 0 || !fields.is_empty() => (ValueEncoding::Typed, Some(typed)),
+        // A cut typed field holds more values than were seen.
+        _ if typed > 0 || !fields.is_empty() => {
+            (ValueEncoding::Typed, (!truncated).then_some(typed))
+        }
         _ => (ValueEncoding::Empty, Some(0)),
     };
 
