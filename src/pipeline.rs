@@ -67,6 +67,8 @@ pub struct ProtoStats {
     pub streams_with_unknown_headers: u64,
     pub incomplete_exchanges: u64,
     pub protocol_mismatches: u64,
+    /// HTTP/2 connections decoded from a point after their start.
+    pub mid_connection_pickups: u64,
 }
 
 enum Proto {
@@ -92,6 +94,40 @@ enum Proto {
 
 /// Server bytes held while waiting for the client's first bytes.
 const EARLY_SERVER_BYTES: usize = 64 << 10;
+/// Client bytes examined before giving up on recognising a connection
+/// picked up mid-way.
+const UNDECIDED_CLIENT_BYTES: usize = 64 << 10;
+
+/// The decoder a connection gets.
+enum Choice {
+    Http2 { from_start: bool },
+    Http1,
+    Tls,
+    Other,
+}
+
+/// A connection picked up after its start: HTTP/2 frames somewhere in the
+/// bytes, an HTTP/1 message, or (on a known port) the port's protocol.
+fn guess_mid(bytes: &[u8], dir: Dir, port: Option<Transport>, give_up: bool) -> Option<Choice> {
+    if http2::looks_like_frames(bytes, dir) {
+        return Some(Choice::Http2 { from_start: false });
+    }
+    let http1_start = match dir {
+        Dir::ToServer => http1::looks_like_request(bytes),
+        Dir::ToClient => http1::looks_like_response(bytes),
+    };
+    if http1_start || (port == Some(Transport::Rest) && bytes.windows(6).any(|w| w == b"HTTP/1")) {
+        return Some(Choice::Http1);
+    }
+    if !give_up && bytes.len() < UNDECIDED_CLIENT_BYTES {
+        return None;
+    }
+    Some(match port {
+        Some(Transport::Grpc) => Choice::Http2 { from_start: false },
+        Some(Transport::Rest) => Choice::Http1,
+        None => Choice::Other,
+    })
+}
 
 struct Conn {
     info: ConnInfo,
@@ -335,6 +371,7 @@ fn add_h2(a: &mut http2::Stats, b: &http2::Stats) {
     a.oversized_frames += b.oversized_frames;
     a.desyncs += b.desyncs;
     a.bytes_unsynced += b.bytes_unsynced;
+    a.resyncs += b.resyncs;
 }
 
 fn add_h1(a: &mut http1::Stats, b: &http1::Stats) {
@@ -407,7 +444,7 @@ impl<S: ExchangeSink> State<S> {
         }
     }
 
-    /// Chooses the decoder from the first client bytes.
+    /// Chooses the decoder from the first bytes of the connection.
     fn decide(&mut self, conn_id: u64, dir: Dir, delivery: Delivery<'_>) {
         let State { conns, out, config } = self;
         let Some(conn) = conns.get_mut(&conn_id) else {
@@ -431,7 +468,9 @@ impl<S: ExchangeSink> State<S> {
                 None
             }
         };
-        match (&delivery, dir) {
+        let preface = http2::frame::PREFACE;
+        let mut taken_now = 0;
+        let choice = match (&delivery, dir) {
             (
                 Delivery::Data {
                     bytes,
@@ -441,76 +480,25 @@ impl<S: ExchangeSink> State<S> {
                 },
                 Dir::ToServer,
             ) => {
-                let (frame, ts_ns) = (*frame, *ts_ns);
                 if seen.is_empty() {
-                    conn.first_frame = frame;
-                    conn.first_ts = ts_ns;
+                    conn.first_frame = *frame;
+                    conn.first_ts = *ts_ns;
                 }
-                let preface = http2::frame::PREFACE;
-                let take = bytes.len().min(preface.len() - seen.len());
-                seen.extend_from_slice(&bytes[..take]);
-                let rest = &bytes[take..];
-                if preface.starts_with(seen) {
-                    if seen.len() < preface.len() {
-                        return;
-                    }
-                    out.stats.http2_connections += 1;
-                    let early = std::mem::take(server_early);
-                    conn.proto = Proto::Http2 {
-                        conn: Box::new(http2::Connection::new(config.http2)),
-                        calls: CallTable::new(conn_id, config.grpc),
-                        server_checked: false,
-                    };
-                    self.feed(conn_id, dir, preface, frame, ts_ns);
-                    if !rest.is_empty() {
-                        self.feed(conn_id, dir, rest, frame, ts_ns);
-                    }
-                    for (b, f, t) in early {
-                        self.feed(conn_id, Dir::ToClient, &b, f, t);
-                    }
+                let room = UNDECIDED_CLIENT_BYTES.saturating_sub(seen.len());
+                taken_now = bytes.len().min(room);
+                seen.extend_from_slice(&bytes[..taken_now]);
+                let overflow = bytes.len() > room;
+                if seen.len() < preface.len() && preface.starts_with(seen) {
+                    None
+                } else if seen.starts_with(preface) {
+                    Some(Choice::Http2 { from_start: true })
                 } else if http1::looks_like_request(seen) {
-                    out.stats.http1_connections += 1;
-                    let early = std::mem::take(server_early);
-                    let head = std::mem::take(seen);
-                    conn.proto = Proto::Http1 {
-                        conn: Box::new(http1::Connection::new(config.http1)),
-                        server_checked: false,
-                    };
-                    self.feed(conn_id, dir, &head, frame, ts_ns);
-                    if !rest.is_empty() {
-                        self.feed(conn_id, dir, rest, frame, ts_ns);
-                    }
-                    for (b, f, t) in early {
-                        self.feed(conn_id, Dir::ToClient, &b, f, t);
-                    }
+                    Some(Choice::Http1)
                 } else if looks_like_tls(seen) {
-                    out.stats.tls_connections += 1;
-                    let info = conn.info.clone();
-                    let (first_frame, first_ts) = (conn.first_frame, conn.first_ts);
-                    conn.proto = Proto::Other;
-                    if let Some(kind) = port_kind {
-                        let what = match kind {
-                            Transport::Grpc => "gRPC",
-                            Transport::Rest => "REST",
-                        };
-                        out.mismatch(
-                            &info,
-                            first_frame,
-                            first_ts,
-                            kind,
-                            format!(
-                                "the client started a TLS handshake (ClientHello) on port {}, where TF Serving's {what} API speaks plaintext: use {} (or configure the server with --ssl_config_file)",
-                                info.server.port(),
-                                match kind {
-                                    Transport::Grpc => "grpc.insecure_channel(...) / plaintext",
-                                    Transport::Rest => "http:// instead of https://",
-                                }
-                            ),
-                        );
-                    }
-                } else if seen.len() >= 3 || !preface.starts_with(seen) {
-                    out.stats.other_connections += 1;
-                    conn.proto = Proto::Other;
+                    Some(Choice::Tls)
+                } else {
+                    // Picked up mid-connection: frames, or bytes of a body.
+                    guess_mid(seen, Dir::ToServer, port_kind, overflow)
                 }
             }
             (
@@ -525,18 +513,111 @@ impl<S: ExchangeSink> State<S> {
                 *server_early_bytes += bytes.len();
                 if *server_early_bytes <= EARLY_SERVER_BYTES {
                     server_early.push((bytes.to_vec(), *frame, *ts_ns));
+                    None
                 } else {
-                    // The server keeps talking before the client said
-                    // anything: picked up after the connection's start.
-                    out.stats.undecided_connections += 1;
-                    conn.proto = Proto::Other;
+                    // The server keeps talking while the client is silent:
+                    // picked up after the connection's start.
+                    let all: Vec<u8> = server_early
+                        .iter()
+                        .flat_map(|(b, _, _)| b.iter().copied())
+                        .collect();
+                    guess_mid(&all, Dir::ToClient, port_kind, true)
                 }
             }
-            (Delivery::Gap { .. }, _) => {
-                out.stats.undecided_connections += 1;
-                conn.proto = Proto::Other;
+            (Delivery::Gap { .. }, _) => Some(match port_kind {
+                Some(Transport::Grpc) => Choice::Http2 { from_start: false },
+                Some(Transport::Rest) => Choice::Http1,
+                None => Choice::Other,
+            }),
+            (Delivery::End { .. }, _) => None,
+        };
+        let Some(choice) = choice else {
+            return;
+        };
+        let head = std::mem::take(seen);
+        let early = std::mem::take(server_early);
+        let (first_frame, first_ts) = (conn.first_frame, conn.first_ts);
+        let info = conn.info.clone();
+        // The bytes of this delivery not yet in `head` (beyond the window).
+        let (rest, frame, ts_ns): (&[u8], u64, i64) = match (&delivery, dir) {
+            (
+                Delivery::Data {
+                    bytes,
+                    frame,
+                    ts_ns,
+                    ..
+                },
+                Dir::ToServer,
+            ) => (&bytes[taken_now..], *frame, *ts_ns),
+            (Delivery::Data { frame, ts_ns, .. }, Dir::ToClient) => (&[], *frame, *ts_ns),
+            _ => (&[], first_frame, first_ts),
+        };
+        match choice {
+            Choice::Http2 { from_start } => {
+                out.stats.http2_connections += 1;
+                conn.proto = Proto::Http2 {
+                    conn: Box::new(if from_start {
+                        http2::Connection::new(config.http2)
+                    } else {
+                        http2::Connection::new_mid_connection(config.http2)
+                    }),
+                    calls: CallTable::new(conn_id, config.grpc),
+                    server_checked: !from_start,
+                };
+                if !from_start {
+                    out.stats.mid_connection_pickups += 1;
+                }
             }
-            (Delivery::End { .. }, _) => {}
+            Choice::Http1 => {
+                out.stats.http1_connections += 1;
+                conn.proto = Proto::Http1 {
+                    conn: Box::new(http1::Connection::new(config.http1)),
+                    server_checked: false,
+                };
+            }
+            Choice::Tls => {
+                out.stats.tls_connections += 1;
+                conn.proto = Proto::Other;
+                if let Some(kind) = port_kind {
+                    let what = match kind {
+                        Transport::Grpc => "gRPC",
+                        Transport::Rest => "REST",
+                    };
+                    out.mismatch(
+                        &info,
+                        first_frame,
+                        first_ts,
+                        kind,
+                        format!(
+                            "the client started a TLS handshake (ClientHello) on port {}, where TF Serving's {what} API speaks plaintext: use {} (or configure the server with --ssl_config_file)",
+                            info.server.port(),
+                            match kind {
+                                Transport::Grpc => "grpc.insecure_channel(...) / plaintext",
+                                Transport::Rest => "http:// instead of https://",
+                            }
+                        ),
+                    );
+                }
+                return;
+            }
+            Choice::Other => {
+                out.stats.other_connections += 1;
+                conn.proto = Proto::Other;
+                return;
+            }
+        }
+        // Replay what was held, in the order it arrived per direction.
+        if !head.is_empty() {
+            self.feed(conn_id, Dir::ToServer, &head, first_frame, first_ts);
+        }
+        if !rest.is_empty() {
+            self.feed(conn_id, Dir::ToServer, rest, frame, ts_ns);
+        }
+        for (b, f, t) in early {
+            self.feed(conn_id, Dir::ToClient, &b, f, t);
+        }
+        if let Delivery::Gap { len, .. } = delivery {
+            self.route(conn_id, dir, Delivery::Gap { offset: 0, len });
         }
     }
 

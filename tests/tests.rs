@@ -6,4 +6,5 @@ mod cli;
 mod diagnose;
 mod fixtures;
 mod http2;
+mod midconn;
 mod reassembly;

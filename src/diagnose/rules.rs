@@ -612,8 +612,30 @@ fn dtype_arg(c: &Ctx<'_>, index: usize, want: &str, got: &str) -> Diagnosis {
             }
         }
     };
-    let alias = alias.unwrap_or_else(|| format!("arg[{index}]"));
-    dtype_mismatch(c, &alias, got_dt, want_dt, conf)
+    match alias {
+        Some(alias) => dtype_mismatch(c, &alias, got_dt, want_dt, conf),
+        None => {
+            // The request's tensors were not seen: name the feed position.
+            let mut d = c.diag(
+                "dtype_mismatch",
+                format!(
+                    "the input fed at position {index} (arg[{index}], feeds sorted by tensor name) was sent as {}; the model expects {}",
+                    dtype_words(got_dt),
+                    dtype_words(want_dt)
+                ),
+                format!(
+                    "cast that input before sending, e.g. np.asarray(x, dtype=np.{}) or tf.make_tensor_proto(x, dtype={})",
+                    dtype::code(want_dt).and_then(dtype::numpy).unwrap_or("…"),
+                    tf_py_name(want_dt)
+                ),
+            );
+            d.sent_dtype = Some(got_dt.to_string());
+            d.expected_dtype = Some(want_dt.to_string());
+            d.evidence = c.evidence(true, &[]);
+            d.confidence = Confidence::Likely;
+            d
+        }
+    }
 }
 
 fn dtype_mismatch(c: &Ctx<'_>, alias: &str, sent: &str, want: &str, conf: Confidence) -> Diagnosis {

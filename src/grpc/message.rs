@@ -266,6 +266,38 @@ impl Deframer {
         matches!(self.state, State::Lost)
     }
 
+    /// Nothing has been seen yet in this direction.
+    pub fn is_fresh(&self) -> bool {
+        self.messages.is_empty()
+            && !self.in_progress()
+            && !self.is_lost()
+            && self.raw.is_none_or(|t| t == 0)
+    }
+
+    /// Framing of the stream is unknown from here on (HTTP/2 lost sync, or
+    /// the stream began before the capture): the open message is cut short.
+    pub fn desync(&mut self) {
+        if let State::Body { .. } = self.state {
+            self.finish();
+        }
+        self.state = State::Lost;
+    }
+
+    /// Whether `data` can be the start of a length-prefixed message: the
+    /// flag is 0 or 1 and the length fits the limit.
+    pub fn plausible_start(&self, data: &[u8]) -> bool {
+        match data {
+            [] => true,
+            [flag, rest @ ..] if *flag <= 1 => match rest {
+                [a, b, c, d, ..] => {
+                    (u32::from_be_bytes([*a, *b, *c, *d]) as usize) <= self.limits.max_message
+                }
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+
     fn finish_message(&mut self) {
         let State::Body {
             compressed,

@@ -90,6 +90,9 @@ pub struct Call {
     pub desynced: [bool; 2],
     /// The server's GOAWAY said this stream was never processed.
     pub refused_by_goaway: bool,
+    /// Framing of a direction was unknown when its first bytes were seen
+    /// (the stream began before the capture, or after a loss).
+    pub started_unframed: [bool; 2],
 }
 
 impl Call {
@@ -111,6 +114,7 @@ impl Call {
             lost_bytes: [0; 2],
             desynced: [false; 2],
             refused_by_goaway: false,
+            started_unframed: [false; 2],
         }
     }
 
@@ -348,6 +352,16 @@ impl CallTable {
                     return;
                 };
                 call.note_frame(dir, frame, ts_ns);
+                // Without the stream's headers, its first DATA bytes may be the
+                // middle of a message: only a plausible prefix is trusted.
+                let (headers_seen, deframer) = match dir {
+                    Dir::ToServer => (call.request_headers.is_some(), &mut call.request),
+                    Dir::ToClient => (call.response_headers.is_some(), &mut call.response),
+                };
+                if !headers_seen && deframer.is_fresh() && !deframer.plausible_start(data) {
+                    deframer.desync();
+                    call.started_unframed[dir.index()] = true;
+                }
                 match dir {
                     Dir::ToServer => {
                         call.request.push(data);
@@ -410,6 +424,11 @@ impl CallTable {
             Event::Desync { dir } => {
                 for call in self.open.values_mut() {
                     call.desynced[dir.index()] = true;
+                    match dir {
+                        Dir::ToServer if !call.request_ended => call.request.desync(),
+                        Dir::ToClient => call.response.desync(),
+                        Dir::ToServer => {}
+                    }
                 }
             }
         }

@@ -85,6 +85,8 @@ pub struct Stats {
     pub oversized_frames: u64,
     pub desyncs: u64,
     pub bytes_unsynced: u64,
+    /// Times framing was found again after a loss or a mid-connection start.
+    pub resyncs: u64,
 }
 
 #[derive(Debug)]
@@ -109,8 +111,112 @@ enum ReadState {
     Skip {
         left: usize,
     },
-    /// Framing lost; bytes are dropped until resynchronised.
+    /// Framing lost (a capture gap, or a capture that started mid-connection):
+    /// bytes are searched for a plausible chain of frame headers.
     Unsynced,
+}
+
+/// Bytes held while searching for a frame boundary.
+const RESYNC_WINDOW: usize = 1 << 20;
+
+/// Result of looking for a frame boundary.
+#[derive(Debug, PartialEq, Eq)]
+enum Search {
+    /// A chain of plausible frames starts here.
+    Found(usize),
+    /// A candidate starts here but more bytes are needed to confirm it.
+    Wait(usize),
+    NotFound,
+}
+
+/// Whether a frame header could have been sent by this side of a gRPC
+/// connection (RFC 9113 §6: types, flags, lengths and stream rules).
+fn plausible(h: &FrameHeader, raw_stream_high_bit: bool, dir: Dir) -> bool {
+    if raw_stream_high_bit {
+        return false;
+    }
+    let len = h.len as usize;
+    let s = h.stream;
+    // gRPC never pushes: every stream is client-initiated, hence odd.
+    let stream_ok = s % 2 == 1;
+    match h.kind {
+        FrameType::Data => stream_ok && h.flags & !(flags::END_STREAM | flags::PADDED) == 0,
+        FrameType::Headers => {
+            stream_ok
+                && h.flags
+                    & !(flags::END_STREAM | flags::END_HEADERS | flags::PADDED | flags::PRIORITY)
+                    == 0
+                && len <= 1 << 20
+        }
+        FrameType::Priority => stream_ok && len == 5 && h.flags == 0,
+        FrameType::RstStream => stream_ok && len == 4 && h.flags == 0,
+        FrameType::Settings => {
+            s == 0
+                && len % 6 == 0
+                && h.flags & !flags::ACK == 0
+                && (h.flags == 0 || len == 0)
+                && len <= 36 * 6
+        }
+        FrameType::PushPromise => false,
+        FrameType::Ping => s == 0 && len == 8 && h.flags & !flags::ACK == 0,
+        FrameType::GoAway => s == 0 && (8..=1 << 16).contains(&len) && h.flags == 0,
+        FrameType::WindowUpdate => (s == 0 || stream_ok) && len == 4 && h.flags == 0,
+        FrameType::Continuation => {
+            stream_ok && h.flags & !flags::END_HEADERS == 0 && len <= 1 << 20
+        }
+        FrameType::Unknown(_) => {
+            let _ = dir;
+            false
+        }
+    }
+}
+
+/// Looks for the first offset from which consecutive frame headers are all
+/// plausible: two complete frames followed by a third header (or the end
+/// of the bytes exactly), so random payload bytes are not mistaken for one.
+fn find_chain(b: &[u8], dir: Dir) -> Search {
+    // The earliest candidate that runs past the bytes we have. Later
+    // offsets are still searched: a payload byte pattern that looks like a
+    // large frame header must not hide the real boundary after it.
+    let mut first_wait = None;
+    for start in 0..b.len() {
+        let mut at = start;
+        let mut frames = 0;
+        loop {
+            let Some(raw) = b.get(at..at + HEADER_LEN) else {
+                // Ran out of bytes on a frame boundary.
+                if frames >= 2 && at == b.len() {
+                    return Search::Found(start);
+                }
+                if frames >= 1 || at == start {
+                    first_wait.get_or_insert(start);
+                }
+                break;
+            };
+            let arr: [u8; HEADER_LEN] = match raw.try_into() {
+                Ok(a) => a,
+                Err(_) => break,
+            };
+            let h = FrameHeader::parse(&arr);
+            if !plausible(&h, arr[5] & 0x80 != 0, dir) {
+                break;
+            }
+            frames += 1;
+            if frames >= 3 {
+                return Search::Found(start);
+            }
+            at += HEADER_LEN + h.len as usize;
+            if at > b.len() {
+                // The frame runs past what we have: confirm with more bytes.
+                first_wait.get_or_insert(start);
+                break;
+            }
+        }
+    }
+    match first_wait {
+        Some(w) => Search::Wait(w),
+        None => Search::NotFound,
+    }
 }
 
 struct PendingBlock {
@@ -123,6 +229,9 @@ struct PendingBlock {
 struct Half {
     dir: Dir,
     state: ReadState,
+    /// Bytes held while `Unsynced`, and where the search resumes.
+    resync: Vec<u8>,
+    resync_from: usize,
     hdr_buf: [u8; HEADER_LEN],
     hdr_have: usize,
     buf: Vec<u8>,
@@ -144,22 +253,24 @@ impl Connection {
         Connection::build(limits, true)
     }
 
-    /// A connection observed from a frame boundary after its start (no preface,
-    /// HPACK tables partly unknown).
+    /// A connection picked up after its start: no preface, frame boundaries
+    /// found by searching, HPACK tables partly unknown.
     pub fn new_mid_connection(limits: Limits) -> Self {
         Connection::build(limits, false)
     }
 
     fn build(limits: Limits, from_start: bool) -> Self {
         let half = |dir: Dir| {
-            let state = if from_start && dir == Dir::ToServer {
-                ReadState::Preface { have: 0 }
-            } else {
-                ReadState::Header
+            let state = match (from_start, dir) {
+                (true, Dir::ToServer) => ReadState::Preface { have: 0 },
+                (true, Dir::ToClient) => ReadState::Header,
+                (false, _) => ReadState::Unsynced,
             };
             Half {
                 dir,
                 state,
+                resync: Vec::new(),
+                resync_from: 0,
                 hdr_buf: [0; HEADER_LEN],
                 hdr_have: 0,
                 buf: Vec::new(),
@@ -300,7 +411,36 @@ impl Connection {
                     }
                 }
                 ReadState::Unsynced => {
-                    self.stats.bytes_unsynced += bytes.len() as u64;
+                    half.resync.extend_from_slice(bytes);
+                    if half.resync.len() > RESYNC_WINDOW {
+                        // Keep the newest bytes; the rest cannot start a frame we can use.
+                        let drop = half.resync.len() - RESYNC_WINDOW / 2;
+                        half.resync.drain(..drop);
+                        half.resync_from = half.resync_from.saturating_sub(drop);
+                        self.stats.bytes_unsynced += drop as u64;
+                    }
+                    let from = half.resync_from.min(half.resync.len());
+                    match find_chain(&half.resync[from..], dir) {
+                        Search::Found(off) => {
+                            let start = from + off;
+                            self.stats.bytes_unsynced += start as u64;
+                            self.stats.resyncs += 1;
+                            let tail = half.resync.split_off(start);
+                            half.resync.clear();
+                            half.resync_from = 0;
+                            half.state = ReadState::Header;
+                            half.hdr_have = 0;
+                            self.data(dir, &tail, frame, ts_ns, sink);
+                        }
+                        Search::Wait(off) => half.resync_from = from + off,
+                        Search::NotFound => {
+                            // A header may straddle the next chunk: keep 8 bytes.
+                            let keep_from = half.resync.len().saturating_sub(HEADER_LEN - 1);
+                            self.stats.bytes_unsynced += keep_from as u64;
+                            half.resync.drain(..keep_from);
+                            half.resync_from = 0;
+                        }
+                    }
                     return;
                 }
             }
@@ -359,6 +499,8 @@ impl Connection {
             self.stats.desyncs += 1;
         }
         half.state = ReadState::Unsynced;
+        half.resync.clear();
+        half.resync_from = 0;
         half.pending = None;
         half.hdr_have = 0;
         half.buf.clear();
@@ -597,6 +739,12 @@ impl Connection {
             ts_ns,
         });
     }
+}
+
+/// Whether `bytes` holds a plausible chain of HTTP/2 frames somewhere (a
+/// connection picked up after its start).
+pub fn looks_like_frames(bytes: &[u8], dir: Dir) -> bool {
+    matches!(find_chain(bytes, dir), Search::Found(_))
 }
 
 /// Whether `bytes` starts like the client preface (enough to route a connection).

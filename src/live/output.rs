@@ -334,10 +334,6 @@ impl StatusLine {
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// True when the line should be redrawn (enabled, and not drawn for a while
     /// or erased by output since).
     pub fn due(&self, now: Instant) -> bool {

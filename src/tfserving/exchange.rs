@@ -105,7 +105,26 @@ impl Exchange {
     pub fn from_grpc(id: u64, conn: &ConnInfo, call: Call) -> Exchange {
         let mut notes = Vec::new();
         let path = call.request_header(":path").map(str::to_string);
-        let method = path.as_deref().and_then(Method::from_path);
+        let mut method = path.as_deref().and_then(Method::from_path);
+        // Without :path (capture started mid-connection), the messages
+        // themselves tell the method apart; the guess is named as such.
+        if path.is_none() {
+            let first = |d: &crate::grpc::Deframer| {
+                d.messages
+                    .first()
+                    .filter(|m| m.complete)
+                    .map(|m| m.data.clone())
+            };
+            let req = first(&call.request);
+            let resp = first(&call.response);
+            if let Some((m, why)) = super::infer_method(req.as_deref(), resp.as_deref()) {
+                notes.push(format!(
+                    "method {} inferred from the request message ({why})",
+                    m.name()
+                ));
+                method = Some(m);
+            }
+        }
         let method_name = match (&path, method) {
             (_, Some(m)) => Some(m.name().to_string()),
             // Not a TF Serving service: name the RPC as the path has it.
@@ -117,6 +136,18 @@ impl Exchange {
             }
             (None, None) => None,
         };
+        if call.started_unframed[0] {
+            notes.push(
+                "the request began before the capture (or a loss): its message was not decoded"
+                    .to_string(),
+            );
+        }
+        if call.started_unframed[1] {
+            notes.push(
+                "the response began before the capture (or a loss): its message was not decoded"
+                    .to_string(),
+            );
+        }
         match &call.request_headers {
             None => notes.push("request headers not captured".to_string()),
             Some(h) if h.error.is_some() => notes.push(format!(
@@ -222,13 +253,31 @@ impl Exchange {
                             "grpc-status refers to HPACK state from before the capture started"
                                 .to_string(),
                         );
+                        // Infer the outcome from what is known, and say so.
+                        let inferred = match status.message.as_deref() {
+                            Some(m) => super::code_for_message(m)
+                                .map(|c| (c, "from the grpc-message text")),
+                            None if call.response.messages.iter().any(|m| m.complete) => Some((
+                                0,
+                                "a response message was sent, which unary calls do only on success",
+                            )),
+                            None => None,
+                        };
+                        if let Some((code, why)) = inferred {
+                            notes.push(format!(
+                                "status {} inferred {why}",
+                                code_name(code).unwrap_or("?")
+                            ));
+                            status.grpc_code = Some(code);
+                            status.grpc_status = code_name(code);
+                        }
                     } else if !grpc.raw_code.is_empty() {
                         notes.push(format!("unparseable grpc-status {:?}", grpc.raw_code));
                     } else {
                         notes.push("response ended without grpc-status".to_string());
                     }
                 }
-                status.ok = grpc.code == Some(0) && http_status.is_none_or(|s| s < 400);
+                status.ok = status.grpc_code == Some(0) && http_status.is_none_or(|s| s < 400);
             }
             Ending::Reset { by, code } => {
                 let who = match by {

@@ -279,6 +279,144 @@ pub fn decode_request_prefix(method: Method, data: &[u8], d: &mut Decoded) {
     d.inputs.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
+/// Field numbers present at the top level of a message.
+fn top_fields(b: &[u8]) -> Option<Vec<u32>> {
+    let mut w = tensor::Wire::new(b);
+    let mut v = Vec::new();
+    while let Some(item) = w.next() {
+        let (n, _) = item.ok()?;
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
+    Some(v)
+}
+
+/// Infers the method of a call whose `:path` was not seen (capture started
+/// mid-connection) from the shape of its messages. Returns the method and
+/// why it was chosen; None when nothing fits well.
+pub fn infer_method(request: Option<&[u8]>, response: Option<&[u8]>) -> Option<(Method, String)> {
+    let req = request?;
+    let fields = top_fields(req)?;
+    let only = |allowed: &[u32]| fields.iter().all(|f| allowed.contains(f));
+    // MultiInference: tasks naming inference methods.
+    if let Ok(m) = tfs::MultiInferenceRequest::decode(req) {
+        if !m.tasks.is_empty()
+            && m.tasks
+                .iter()
+                .all(|t| t.method_name.starts_with("tensorflow/serving/"))
+        {
+            return Some((
+                Method::MultiInference,
+                "tasks with inference method names".into(),
+            ));
+        }
+    }
+    if only(&[1, 2]) {
+        if let Ok(m) = tfs::GetModelMetadataRequest::decode(req) {
+            if m.model_spec.as_ref().is_some_and(|s| !s.name.is_empty())
+                && !m.metadata_field.is_empty()
+                && m.metadata_field.iter().all(|f| f == "signature_def")
+            {
+                return Some((
+                    Method::GetModelMetadata,
+                    "metadata_field \"signature_def\"".into(),
+                ));
+            }
+        }
+    }
+    if fields.contains(&2) && only(&[1, 2, 3, 5, 6, 7]) {
+        if let Ok(m) = pb::tfwire::views::PredictRequestView::decode(req) {
+            let good = !m.inputs.is_empty()
+                && m.inputs.values().all(|t| {
+                    let s = summarize("", t);
+                    s.dtype.is_some_and(|d| d != "DT_INVALID")
+                        && !s.problems.iter().any(|p| p.contains("not valid protobuf"))
+                });
+            if good {
+                return Some((Method::Predict, "a map of TensorProtos".into()));
+            }
+        }
+    }
+    if only(&[1, 2]) {
+        if let Ok(m) = tfs::ClassificationRequest::decode(req) {
+            if count_examples(m.input.as_ref()).is_some_and(|n| n > 0) {
+                // Classify and Regress requests are identical on the wire;
+                // the response or the signature name tells them apart.
+                let by_response = response.and_then(|r| {
+                    let cls = tfs::ClassificationResponse::decode(r)
+                        .ok()
+                        .and_then(|c| c.result)
+                        .is_some_and(|c| !c.classifications.is_empty());
+                    let reg = tfs::RegressionResponse::decode(r)
+                        .ok()
+                        .and_then(|c| c.result)
+                        .is_some_and(|c| !c.regressions.is_empty());
+                    match (cls, reg) {
+                        (true, false) => Some(Method::Classify),
+                        (false, true) => Some(Method::Regress),
+                        _ => None,
+                    }
+                });
+                let sig = m.model_spec.map(|s| s.signature_name).unwrap_or_default();
+                return Some(match by_response {
+                    Some(method) => (
+                        method,
+                        "tf.Examples in the request; the response's result type".into(),
+                    ),
+                    None if sig.contains("regress") => (
+                        Method::Regress,
+                        "tf.Examples and a regress signature name".into(),
+                    ),
+                    None => (
+                        Method::Classify,
+                        "tf.Examples in the request (Regress has the same request format)".into(),
+                    ),
+                });
+            }
+        }
+    }
+    if only(&[1]) {
+        if let Ok(m) = tfs::GetModelStatusRequest::decode(req) {
+            if m.model_spec.is_some_and(|s| !s.name.is_empty()) {
+                return Some((Method::GetModelStatus, "only a model_spec".into()));
+            }
+        }
+    }
+    None
+}
+
+/// The status code a TF Serving message comes with (TFSERVING.md §3), for
+/// responses whose `grpc-status` could not be decoded.
+pub fn code_for_message(message: &str) -> Option<u32> {
+    let m = message.trim();
+    Some(
+        if m.starts_with("Servable not found") || m.starts_with("Could not find") {
+            5
+        } else if m.starts_with("Serving signature key \"") || m.starts_with("Function \"") {
+            9
+        } else if m.starts_with("The batch scheduling queue")
+            || m.starts_with("Model labels does not init yet")
+        {
+            14
+        } else if m.contains("message larger than max") {
+            8
+        } else if m.starts_with("Expected prediction signature method_name") {
+            13
+        } else if m.starts_with("Unsupported signature method_name") {
+            12
+        } else if m.starts_with("Predict internal error") {
+            2
+        } else if crate::diagnose::message::parse(&crate::diagnose::message::core(m).text)
+            != crate::diagnose::message::Finding::Other
+        {
+            3
+        } else {
+            return None;
+        },
+    )
+}
+
 /// Decodes the response message of `method`.
 pub fn decode_response(method: Method, data: Bytes, d: &mut Decoded) {
     macro_rules! decode {

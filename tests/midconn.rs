@@ -1,0 +1,152 @@
+//! Captures that start in the middle of a connection: frame boundaries are
+//! found again, HPACK references to unseen entries become "unknown", and the
+//! method and outcome are inferred from what is left, marked as inferred.
+
+use tfwire::capture::{CaptureReader, LinkType, Packet};
+use tfwire::diagnose::{Engine, SignatureBook};
+use tfwire::pipeline::{Analyzer, Config};
+use tfwire::tfserving::Exchange;
+
+use crate::support::fixture;
+
+struct Owned {
+    link: LinkType,
+    ts_ns: i64,
+    data: Vec<u8>,
+}
+
+fn load(name: &str) -> Vec<Owned> {
+    let mut r = CaptureReader::open(&fixture(name)).expect("fixture");
+    let mut v = Vec::new();
+    r.for_each_packet(1, |p, _| {
+        v.push(Owned {
+            link: p.link,
+            ts_ns: p.ts_ns,
+            data: p.data.to_vec(),
+        })
+    });
+    v
+}
+
+/// Analyses packets[from..] with frame numbers kept as in the full file.
+fn run_from(packets: &[Owned], from: usize) -> Vec<Exchange> {
+    let mut raw = Vec::new();
+    {
+        let mut a = Analyzer::new(Config::default(), |ex: Exchange| {
+            raw.push(ex);
+            true
+        });
+        for (i, p) in packets.iter().enumerate().skip(from) {
+            a.packet(&Packet {
+                frame: i as u64 + 1,
+                ts_ns: p.ts_ns,
+                link: p.link,
+                data: &p.data,
+                orig_len: p.data.len() as u32,
+            });
+        }
+        a.finish();
+    }
+    let mut engine = Engine::new(SignatureBook::new());
+    let mut out = Vec::new();
+    for ex in raw {
+        engine.push(ex, &mut |e| {
+            out.push(e);
+            true
+        });
+    }
+    engine.finish(&mut |e| {
+        out.push(e);
+        true
+    });
+    out
+}
+
+#[test]
+fn capture_starting_mid_connection_still_decodes_later_calls() {
+    let packets = load("grpc_basic.pcapng");
+    let full = run_from(&packets, 0);
+    // Start inside the 602 KB resnet request (basic-005): the first bytes of
+    // the client direction are the middle of a DATA frame.
+    let big = full
+        .iter()
+        .find(|e| e.request_id.as_deref() == Some("basic-005"))
+        .expect("basic-005");
+    let start = big.request_frames[big.request_frames.len() / 2] as usize - 1;
+    let cut = run_from(&packets, start);
+
+    // Every call that started after the cut is decoded like in the full run.
+    let after: Vec<&Exchange> = full
+        .iter()
+        .filter(|e| {
+            e.request_frames
+                .first()
+                .is_some_and(|f| *f as usize > start + 1)
+        })
+        .collect();
+    assert!(after.len() >= 25, "{}", after.len());
+    let mut wrong = Vec::new();
+    for f in &after {
+        let Some(c) = cut.iter().find(|c| c.stream == f.stream) else {
+            wrong.push(format!(
+                "stream {:?} ({:?}) not decoded",
+                f.stream, f.request_id
+            ));
+            continue;
+        };
+        let name = f.request_id.clone().unwrap_or_default();
+        if c.method != f.method {
+            wrong.push(format!("{name}: method {:?} vs {:?}", c.method, f.method));
+        }
+        if c.model != f.model || c.inputs.len() != f.inputs.len() {
+            wrong.push(format!(
+                "{name}: model/inputs {:?} {:?}",
+                c.model,
+                c.inputs.len()
+            ));
+        }
+        for (a, b) in c.inputs.iter().zip(&f.inputs) {
+            if (a.dtype, &a.shape, a.values) != (b.dtype, &b.shape, b.values) {
+                wrong.push(format!("{name}: tensor {} differs", a.name));
+            }
+        }
+        if c.status.grpc_code != f.status.grpc_code || c.status.message != f.status.message {
+            wrong.push(format!("{name}: status {:?} vs {:?}", c.status, f.status));
+        }
+        let cat = |e: &Exchange| e.diagnosis.as_ref().map(|d| d.category);
+        if cat(c) != cat(f) {
+            wrong.push(format!("{name}: diagnosis {:?} vs {:?}", cat(c), cat(f)));
+        }
+        // What could not be seen is named, never guessed silently.
+        if c.request_id.is_none() && f.request_id.is_some() && c.notes.is_empty() {
+            wrong.push(format!("{name}: request id unknown but no note says why"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // The interrupted resnet call is reported, incomplete and explained.
+    let first = cut
+        .iter()
+        .find(|c| c.stream == big.stream)
+        .expect("the call in flight");
+    assert!(!first.notes.is_empty());
+}
+
+#[test]
+fn capture_starting_at_a_frame_boundary_infers_methods() {
+    let packets = load("grpc_basic.pcapng");
+    let full = run_from(&packets, 0);
+    let meta = full
+        .iter()
+        .find(|e| e.request_id.as_deref() == Some("basic-027"))
+        .expect("basic-027");
+    let start = meta.request_frames[0] as usize - 1;
+    let cut = run_from(&packets, start);
+    let c = cut
+        .iter()
+        .find(|c| c.stream == meta.stream)
+        .expect("decoded");
+    assert_eq!(c.method.as_deref(), Some("GetModelMetadata"));
+    assert_eq!(c.model.as_deref(), Some("bert"));
+    assert!(c.signatures.is_some(), "metadata response decoded");
+}
