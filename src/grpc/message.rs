@@ -39,6 +39,8 @@ pub struct Message {
     /// Every byte of the message was seen and decoded.
     pub complete: bool,
     pub problem: Option<String>,
+    /// Something about the message that was inferred rather than seen.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -218,6 +220,7 @@ impl Deframer {
                     data,
                     complete,
                     problem: (!complete).then(|| "body larger than the message limit".to_string()),
+                    note: None,
                 });
             }
             self.raw = Some(0);
@@ -245,6 +248,7 @@ impl Deframer {
                 problem: Some(format!(
                     "stream ended {missing} bytes before the end of the message"
                 )),
+                note: None,
             });
             self.state = State::Prefix {
                 buf: [0; 5],
@@ -328,6 +332,7 @@ impl Deframer {
                 data: Bytes::new(),
                 complete: false,
                 problem,
+                note: None,
             });
             return;
         }
@@ -339,6 +344,7 @@ impl Deframer {
                 data: Bytes::from(raw),
                 complete: false,
                 problem: Some(format!("{lost} bytes of this message were not captured")),
+                note: None,
             });
             return;
         }
@@ -351,6 +357,7 @@ impl Deframer {
                 data: Bytes::from(raw),
                 complete: true,
                 problem: None,
+                note: None,
             }
         };
         self.record(msg);
@@ -362,6 +369,20 @@ impl Deframer {
         let result = match self.encoding {
             Encoding::Gzip => GzDecoder::new(raw).take(cap + 1).read_to_end(&mut out),
             Encoding::Deflate => ZlibDecoder::new(raw).take(cap + 1).read_to_end(&mut out),
+            // No grpc-encoding seen (it may be an HPACK entry from before the
+            // capture): recognise gzip and zlib by their headers, and say so.
+            Encoding::Identity if raw.starts_with(&[0x1f, 0x8b]) => {
+                let r = GzDecoder::new(raw).take(cap + 1).read_to_end(&mut out);
+                return self.sniffed(len, r, out, "gzip");
+            }
+            Encoding::Identity
+                if raw.len() >= 2
+                    && raw[0] & 0x0f == 8
+                    && (u16::from(raw[0]) << 8 | u16::from(raw[1])) % 31 == 0 =>
+            {
+                let r = ZlibDecoder::new(raw).take(cap + 1).read_to_end(&mut out);
+                return self.sniffed(len, r, out, "deflate");
+            }
             Encoding::Identity => {
                 return self.failed(
                     len,
@@ -386,8 +407,25 @@ impl Deframer {
                 data: Bytes::from(out),
                 complete: true,
                 problem: None,
+                note: None,
             },
             Err(e) => self.failed(len, &format!("decompression failed: {e}")),
+        }
+    }
+
+    fn sniffed(&self, len: u32, r: std::io::Result<usize>, out: Vec<u8>, what: &str) -> Message {
+        match r {
+            Ok(_) if out.len() as u64 <= self.limits.max_message as u64 => Message {
+                compressed: true,
+                wire_len: len,
+                data: Bytes::from(out),
+                complete: true,
+                problem: None,
+                note: Some(format!(
+                    "grpc-encoding not seen; the message was recognised as {what} by its header"
+                )),
+            },
+            _ => self.failed(len, "compressed flag set but no grpc-encoding was seen"),
         }
     }
 
@@ -398,6 +436,7 @@ impl Deframer {
             data: Bytes::new(),
             complete: false,
             problem: Some(why.to_string()),
+            note: None,
         }
     }
 

@@ -422,12 +422,18 @@ impl CallTable {
                 }
             }
             Event::Desync { dir } => {
+                // Only calls with a message in progress in that direction lose
+                // something; a call whose bytes in that direction have not
+                // started yet (its response was seen first) is unaffected.
                 for call in self.open.values_mut() {
-                    call.desynced[dir.index()] = true;
-                    match dir {
-                        Dir::ToServer if !call.request_ended => call.request.desync(),
-                        Dir::ToClient => call.response.desync(),
-                        Dir::ToServer => {}
+                    let d = match dir {
+                        Dir::ToServer if !call.request_ended => &mut call.request,
+                        Dir::ToClient => &mut call.response,
+                        Dir::ToServer => continue,
+                    };
+                    if d.in_progress() {
+                        d.desync();
+                        call.desynced[dir.index()] = true;
                     }
                 }
             }

@@ -117,15 +117,46 @@ impl Exchange {
             };
             let req = first(&call.request);
             let resp = first(&call.response);
-            if let Some((m, why)) = super::infer_method(req.as_deref(), resp.as_deref()) {
-                notes.push(format!(
-                    "method {} inferred from the request message ({why})",
-                    m.name()
-                ));
+            let message = call.status().message;
+            if let Some((m, why)) =
+                super::infer_method(req.as_deref(), resp.as_deref(), message.as_deref())
+            {
+                if why == super::AMBIGUOUS_STATUS_OR_METADATA {
+                    notes.push(format!("method unknown: {why}"));
+                } else {
+                    notes.push(format!(
+                        "method {} inferred from the request message ({why})",
+                        m.name()
+                    ));
+                }
                 method = Some(m);
+            } else if let Some(msg) = call
+                .request
+                .messages
+                .first()
+                .filter(|m| !m.complete && !m.data.is_empty())
+            {
+                // Only the start of the request was sent or seen: a Predict
+                // shows its model_spec and tensor headers first.
+                let mut probe = Decoded::default();
+                super::decode_request_prefix(Method::Predict, &msg.data, &mut probe);
+                if probe.model.is_some()
+                    && probe
+                        .inputs
+                        .iter()
+                        .any(|t| t.dtype.is_some_and(|d| d != "DT_INVALID"))
+                {
+                    notes.push("method Predict inferred from the first bytes of the request message (a map of TensorProtos)".into());
+                    method = Some(Method::Predict);
+                }
             }
         }
+        let ambiguous = notes
+            .iter()
+            .any(|n| n.contains(super::AMBIGUOUS_STATUS_OR_METADATA));
         let method_name = match (&path, method) {
+            // Decoded as GetModelStatus (same layout), but not named.
+            (_, Some(_)) if ambiguous => None,
             (_, Some(m)) => Some(m.name().to_string()),
             // Not a TF Serving service: name the RPC as the path has it.
             (Some(p), None) => {
@@ -213,6 +244,11 @@ impl Exchange {
             }
         }
         notes.append(&mut d.notes);
+        for m in call.request.messages.iter().chain(&call.response.messages) {
+            if let Some(n) = &m.note {
+                notes.push(n.clone());
+            }
+        }
         for (i, dir) in ["request", "response"].iter().enumerate() {
             if call.lost_bytes[i] > 0 {
                 complete = false;

@@ -292,10 +292,27 @@ fn top_fields(b: &[u8]) -> Option<Vec<u32>> {
     Some(v)
 }
 
+/// Why an inferred method is left unnamed: the two requests are identical.
+pub const AMBIGUOUS_STATUS_OR_METADATA: &str =
+    "GetModelStatus or GetModelMetadata without metadata_field: the requests look the same on the wire";
+
 /// Infers the method of a call whose `:path` was not seen (capture started
 /// mid-connection) from the shape of its messages. Returns the method and
 /// why it was chosen; None when nothing fits well.
-pub fn infer_method(request: Option<&[u8]>, response: Option<&[u8]>) -> Option<(Method, String)> {
+pub fn infer_method(
+    request: Option<&[u8]>,
+    response: Option<&[u8]>,
+    message: Option<&str>,
+) -> Option<(Method, String)> {
+    // Some server messages name the method outright.
+    if let Some(m) = message {
+        if m.starts_with("GetModelMetadataRequest") || m.starts_with("Metadata field ") {
+            return Some((
+                Method::GetModelMetadata,
+                "the server's message names it".into(),
+            ));
+        }
+    }
     let req = request?;
     let fields = top_fields(req)?;
     let only = |allowed: &[u32]| fields.iter().all(|f| allowed.contains(f));
@@ -379,7 +396,17 @@ pub fn infer_method(request: Option<&[u8]>, response: Option<&[u8]>) -> Option<(
     if only(&[1]) {
         if let Ok(m) = tfs::GetModelStatusRequest::decode(req) {
             if m.model_spec.is_some_and(|s| !s.name.is_empty()) {
-                return Some((Method::GetModelStatus, "only a model_spec".into()));
+                let by_response = response.is_some_and(|r| {
+                    tfs::GetModelMetadataResponse::decode(r).is_ok_and(|m| !m.metadata.is_empty())
+                });
+                return Some(if by_response {
+                    (
+                        Method::GetModelMetadata,
+                        "a model_spec, and a metadata response".into(),
+                    )
+                } else {
+                    (Method::GetModelStatus, AMBIGUOUS_STATUS_OR_METADATA.into())
+                });
             }
         }
     }
