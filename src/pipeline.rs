@@ -69,6 +69,9 @@ pub struct ProtoStats {
     pub protocol_mismatches: u64,
     /// HTTP/2 connections decoded from a point after their start.
     pub mid_connection_pickups: u64,
+    /// gRPC messages not decoded because of --max-message-bytes (on the
+    /// wire or decompressed).
+    pub messages_over_limit: u64,
 }
 
 enum Proto {
@@ -176,6 +179,13 @@ impl<S: ExchangeSink> Out<S> {
             self.stats.streams_with_unknown_headers += 1;
         }
         self.stats.grpc_calls += 1;
+        self.stats.messages_over_limit += call
+            .request
+            .messages
+            .iter()
+            .chain(&call.response.messages)
+            .filter(|m| m.problem.as_deref().is_some_and(|p| p.contains("limit")))
+            .count() as u64;
         let mut ex = Exchange::from_grpc(self.next, info, call);
         if let Some(p) = problem {
             self.stats.protocol_mismatches += 1;

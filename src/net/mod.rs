@@ -80,7 +80,10 @@ pub struct NetStats {
     pub retransmitted_bytes: u64,
     pub overlap_conflicts: u64,
     pub out_of_order_segments: u64,
+    /// Out-of-order buffer limit reached (a hole declared lost early).
     pub reassembly_limit_hits: u64,
+    /// Connections closed early because --max-flows were open.
+    pub flows_evicted: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -314,7 +317,7 @@ impl FlowTable {
             .min_by_key(|(_, f)| (f.last_ts_ns, f.info.id))
             .map(|(k, _)| *k);
         if let Some(k) = idlest {
-            self.stats.reassembly_limit_hits += 1;
+            self.stats.flows_evicted += 1;
             self.close(k, sink);
         }
     }

@@ -303,6 +303,27 @@ impl TableReport {
                 format!("; {}", c.cut_short.join("; "))
             }
         )?;
+        let p = &summary.protocols;
+        if p.streams_with_unknown_headers > 0 || p.mid_connection_pickups > 0 || p.http2.resyncs > 0
+        {
+            writeln!(
+                out,
+                "capture quality: {} connections picked up mid-way, {} HTTP/2 resyncs, {} streams with headers from before the capture (unknown)",
+                p.mid_connection_pickups, p.http2.resyncs, p.streams_with_unknown_headers
+            )?;
+        }
+        if !summary.limits_hit.is_empty() {
+            let hits: Vec<String> = summary
+                .limits_hit
+                .iter()
+                .map(|(k, v)| format!("{k} ×{v}"))
+                .collect();
+            writeln!(
+                out,
+                "limits hit: {} (raise them with the --max-* options)",
+                hits.join(", ")
+            )?;
+        }
         Ok(())
     }
 }

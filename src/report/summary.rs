@@ -74,6 +74,8 @@ pub struct Summary {
     pub capture: CaptureTotals,
     pub network: NetStats,
     pub protocols: ProtoStats,
+    /// Every buffer limit that was reached, with how often (empty: none).
+    pub limits_hit: BTreeMap<&'static str, u64>,
     #[serde(skip)]
     index: BTreeMap<String, usize>,
 }
@@ -202,8 +204,23 @@ impl Summary {
         }
     }
 
-    /// Orders root causes by count (most frequent first), stable by first exchange.
+    /// Orders root causes by count (most frequent first), stable by first
+    /// exchange, and collects the limits that were hit.
     pub fn finish(&mut self) {
+        let n = &self.network;
+        let p = &self.protocols;
+        for (name, count) in [
+            ("flow_buffer", n.reassembly_limit_hits),
+            ("flows_open", n.flows_evicted),
+            ("grpc_message", p.messages_over_limit),
+            ("http2_frame", p.http2.oversized_frames),
+            ("http1_body", p.http1.bodies_over_limit),
+            ("streams_open", p.untracked_streams),
+        ] {
+            if count > 0 {
+                self.limits_hit.insert(name, count);
+            }
+        }
         self.root_causes.sort_by(|a, b| {
             b.count
                 .cmp(&a.count)
