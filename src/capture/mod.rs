@@ -338,9 +338,11 @@ fn describe(e: &PcapError<&[u8]>) -> String {
     }
 }
 
-/// Makes the very first `read` return at least `min` bytes (or everything, if
-/// the input is shorter), so format sniffing works on pipes that deliver
-/// data in small pieces. Later reads pass straight through.
+/// Makes the very first `read` return at least `min` bytes, and all of a
+/// pcapng Section Header Block (or everything, if the input is shorter), so
+/// format sniffing works on pipes that deliver data in small pieces: the
+/// pcapng check parses the whole SHB, which dumpcap makes ~170 bytes long
+/// with its options. Later reads pass straight through.
 struct FillFirst<R> {
     inner: R,
     min: usize,
@@ -357,14 +359,10 @@ impl<R> FillFirst<R> {
     }
 }
 
-impl<R: Read> Read for FillFirst<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.first {
-            return self.inner.read(buf);
-        }
-        self.first = false;
-        let want = self.min.min(buf.len());
-        let mut got = 0;
+impl<R: Read> FillFirst<R> {
+    /// Reads into `buf[got..]` until `want` bytes are there or the input ends.
+    fn fill(&mut self, buf: &mut [u8], mut got: usize, want: usize) -> io::Result<usize> {
+        let want = want.min(buf.len());
         while got < want {
             match self.inner.read(&mut buf[got..]) {
                 Ok(0) => break,
@@ -374,6 +372,35 @@ impl<R: Read> Read for FillFirst<R> {
             }
         }
         Ok(got)
+    }
+}
+
+/// Total length of the pcapng Section Header Block that `head` starts with.
+fn section_header_len(head: &[u8]) -> Option<usize> {
+    let h: &[u8; 12] = head.get(..12)?.try_into().ok()?;
+    if h[..4] != [0x0a, 0x0d, 0x0d, 0x0a] {
+        return None;
+    }
+    let len = [h[4], h[5], h[6], h[7]];
+    let len = match [h[8], h[9], h[10], h[11]] {
+        [0x4d, 0x3c, 0x2b, 0x1a] => u32::from_le_bytes(len),
+        [0x1a, 0x2b, 0x3c, 0x4d] => u32::from_be_bytes(len),
+        _ => return None,
+    };
+    usize::try_from(len).ok()
+}
+
+impl<R: Read> Read for FillFirst<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.first {
+            return self.inner.read(buf);
+        }
+        self.first = false;
+        let got = self.fill(buf, 0, self.min)?;
+        match section_header_len(&buf[..got]) {
+            Some(shb) if shb > got => self.fill(buf, got, shb),
+            _ => Ok(got),
+        }
     }
 }
 
@@ -515,5 +542,62 @@ mod tests {
             p,
             vec![(1, 2_000_001_000, 1, 5), (2, 3_000_000_007, 276, 5)]
         );
+    }
+
+    /// Returns at most `step` bytes per read, like a pipe.
+    struct Dribble {
+        data: Vec<u8>,
+        pos: usize,
+        step: usize,
+    }
+
+    impl Read for Dribble {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    /// Found by fuzzing (fuzz target `capture`): dumpcap writes a Section
+    /// Header Block of ~170 bytes (hardware, OS and application options);
+    /// read from a pipe in small pieces, the format check saw only part of it
+    /// and called the capture "not a pcap or pcapng capture".
+    #[test]
+    fn pcapng_section_header_longer_than_first_read() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/grpc_compressed.pcap");
+        let whole = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/grpc_concurrent.pcapng"),
+        )
+        .expect("fixture");
+        assert!(
+            section_header_len(&whole).is_some_and(|n| n > 64),
+            "fixture SHB has options"
+        );
+        let (expected, _) = read_all(whole.clone());
+        assert!(!expected.is_empty());
+        for step in [1, 7, 64, 89, 163] {
+            let r = Dribble {
+                data: whole.clone(),
+                pos: 0,
+                step,
+            };
+            let mut r = CaptureReader::from_reader("pipe".into(), r)
+                .unwrap_or_else(|e| panic!("{step}-byte reads: {e}"));
+            let mut got = Vec::new();
+            r.for_each_packet(1, |p, _| {
+                got.push((p.frame, p.ts_ns, p.link.0, p.data.len()))
+            });
+            assert_eq!(got, expected, "{step}-byte reads");
+        }
+        // Legacy pcap needs only its 24-byte header.
+        let legacy = std::fs::read(fixture).expect("fixture");
+        let r = Dribble {
+            data: legacy,
+            pos: 0,
+            step: 5,
+        };
+        assert!(CaptureReader::from_reader("pipe".into(), r).is_ok());
     }
 }

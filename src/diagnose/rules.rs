@@ -1118,11 +1118,12 @@ fn batch_sizes(c: &Ctx<'_>) -> Option<Diagnosis> {
     let mut d = c.diag(
         "batch_size_mismatch",
         format!(
-            "inputs disagree on the batch size: '{}' has {} rows, while '{}'{} has {}",
+            "inputs disagree on the batch size: '{}' has {} rows, while '{}'{} {} {}",
             odd.0,
             odd.1,
             reference.0,
-            if count(common) > 1 { " and the others" } else { "" },
+            if count(common) > 1 { " (and the other inputs)" } else { "" },
+            if count(common) > 1 { "have" } else { "has" },
             common
         ),
         format!(

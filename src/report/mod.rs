@@ -352,7 +352,8 @@ pub fn print_signatures(
                 "shape",
                 "tensor",
             ]);
-        for (name, sig) in map {
+        // TF's internal init signature is not something clients call.
+        for (name, sig) in map.iter().filter(|(n, _)| !n.starts_with("__")) {
             for (kind, specs) in [("input", &sig.inputs), ("output", &sig.outputs)] {
                 for s in specs {
                     t.add_row(vec![

@@ -123,15 +123,34 @@ impl Summary {
             .or_default() += 1;
 
         let d = ex.diagnosis.as_ref();
-        let sent = d.and_then(|d| {
-            d.sent_dtype
-                .clone()
-                .or_else(|| d.sent_shape.as_ref().map(|s| format!("{s:?}")))
-        });
+        // Group by what was sent and expected; the batch size itself does
+        // not make a different cause (except when it is the cause).
+        let shape_key = |s: &Option<Vec<i64>>, category: &str| {
+            s.as_ref().map(|dims| {
+                let mut dims = dims.clone();
+                if category != "batch_size_mismatch"
+                    && category != "missing_batch_dim"
+                    && dims.len() > 1
+                {
+                    dims[0] = -1;
+                }
+                crate::tfserving::dtype::shape_string(&dims)
+            })
+        };
+        let join = |a: Option<String>, b: Option<String>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(
+                format!("{} {}", a.unwrap_or_default(), b.unwrap_or_default())
+                    .trim()
+                    .to_string(),
+            ),
+        };
+        let sent = d.and_then(|d| join(d.sent_dtype.clone(), shape_key(&d.sent_shape, d.category)));
         let expected = d.and_then(|d| {
-            d.expected_dtype
-                .clone()
-                .or_else(|| d.expected_shape.as_ref().map(|s| format!("{s:?}")))
+            join(
+                d.expected_dtype.clone(),
+                shape_key(&d.expected_shape, d.category),
+            )
         });
         let input = d.and_then(|d| d.input.clone());
         // Without a diagnosis, the server's message is the best grouping key.
