@@ -137,6 +137,11 @@ struct Conn {
     proto: Proto,
     first_frame: u64,
     first_ts: i64,
+    /// Bytes the server sent, and whether it closed before the client did:
+    /// a server that hangs up without a word is a clue (a TLS-only port).
+    server_bytes: u64,
+    client_ended: bool,
+    server_closed_first: bool,
 }
 
 /// Where exchanges go, with the counters that follow them.
@@ -161,7 +166,7 @@ impl<S: ExchangeSink> Out<S> {
         }
     }
 
-    fn call(&mut self, info: &ConnInfo, call: Call, problem: Option<&str>) {
+    fn call(&mut self, info: &ConnInfo, call: Call, problem: Option<(&str, bool)>) {
         if self.stopped {
             return;
         }
@@ -187,9 +192,9 @@ impl<S: ExchangeSink> Out<S> {
             .filter(|m| m.problem.as_deref().is_some_and(|p| p.contains("limit")))
             .count() as u64;
         let mut ex = Exchange::from_grpc(self.next, info, call);
-        if let Some(p) = problem {
+        if let Some((p, certain)) = problem {
             self.stats.protocol_mismatches += 1;
-            ex.set_protocol_problem(p.to_string());
+            ex.set_protocol_problem(p.to_string(), certain);
         } else if let Some(ct) = ex
             .notes
             .iter()
@@ -197,12 +202,12 @@ impl<S: ExchangeSink> Out<S> {
             .cloned()
         {
             self.stats.protocol_mismatches += 1;
-            ex.set_protocol_problem(format!("{ct}: a gRPC server needs protobuf messages"));
+            ex.set_protocol_problem(format!("{ct}: a gRPC server needs protobuf messages"), true);
         }
         self.emit(ex);
     }
 
-    fn rest(&mut self, info: &ConnInfo, ev: http1::Event, problem: Option<&str>) {
+    fn rest(&mut self, info: &ConnInfo, ev: http1::Event, problem: Option<(&str, bool)>) {
         if self.stopped {
             return;
         }
@@ -213,13 +218,14 @@ impl<S: ExchangeSink> Out<S> {
             .as_ref()
             .and_then(|r| r.header("content-type"))
             .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/grpc"));
-        if let Some(p) = problem {
+        if let Some((p, certain)) = problem {
             self.stats.protocol_mismatches += 1;
-            ex.set_protocol_problem(p.to_string());
+            ex.set_protocol_problem(p.to_string(), certain);
         } else if grpc_web {
             self.stats.protocol_mismatches += 1;
             ex.set_protocol_problem(
                 "gRPC-Web (or gRPC over HTTP/1.1) request: TF Serving speaks gRPC over HTTP/2 only; a gRPC-Web proxy (e.g. Envoy) must translate".to_string(),
+                true,
             );
         }
         self.emit(ex);
@@ -234,6 +240,7 @@ impl<S: ExchangeSink> Out<S> {
         first_ts: i64,
         transport: Transport,
         problem: String,
+        certain: bool,
     ) {
         if self.stopped {
             return;
@@ -285,8 +292,9 @@ impl<S: ExchangeSink> Out<S> {
             resolved_version: None,
             metadata_fields: Vec::new(),
             protocol_problem: None,
+            protocol_problem_certain: false,
         };
-        ex.set_protocol_problem(problem);
+        ex.set_protocol_problem(problem, certain);
         self.emit(ex);
     }
 }
@@ -414,6 +422,16 @@ impl<S: ExchangeSink> State<S> {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
+        match (&delivery, dir) {
+            (Delivery::Data { bytes, .. }, Dir::ToClient) => {
+                conn.server_bytes += bytes.len() as u64
+            }
+            (Delivery::End { .. }, Dir::ToServer) => conn.client_ended = true,
+            (Delivery::End { .. }, Dir::ToClient) if !conn.client_ended => {
+                conn.server_closed_first = true
+            }
+            _ => {}
+        }
         if let Proto::Undecided { .. } = conn.proto {
             self.decide(conn_id, dir, delivery);
             return;
@@ -606,6 +624,7 @@ impl<S: ExchangeSink> State<S> {
                                 Transport::Rest => "http:// instead of https://",
                             }
                         ),
+                        true,
                     );
                 }
                 return;
@@ -642,6 +661,7 @@ impl<S: ExchangeSink> State<S> {
             proto,
             first_frame,
             first_ts,
+            ..
         }) = conns.get_mut(&conn_id)
         else {
             return;
@@ -658,7 +678,7 @@ impl<S: ExchangeSink> State<S> {
                         let (f, t) = (*first_frame, *first_ts);
                         let info = info.clone();
                         *proto = Proto::Other;
-                        out.mismatch(&info, f, t, Transport::Grpc, p);
+                        out.mismatch(&info, f, t, Transport::Grpc, p, true);
                         return;
                     }
                 }
@@ -670,7 +690,9 @@ impl<S: ExchangeSink> State<S> {
                     )
                 });
                 conn.data(dir, bytes, frame, ts_ns, &mut |ev| {
-                    calls.event(ev, &mut |call| out.call(info, call, problem.as_deref()))
+                    calls.event(ev, &mut |call| {
+                        out.call(info, call, problem.as_deref().map(|p| (p, true)))
+                    })
                 });
             }
             Proto::Http1 {
@@ -683,7 +705,7 @@ impl<S: ExchangeSink> State<S> {
                         let (f, t) = (*first_frame, *first_ts);
                         let info = info.clone();
                         *proto = Proto::Other;
-                        out.mismatch(&info, f, t, Transport::Rest, p);
+                        out.mismatch(&info, f, t, Transport::Rest, p, true);
                         return;
                     }
                 }
@@ -694,7 +716,7 @@ impl<S: ExchangeSink> State<S> {
                     )
                 });
                 conn.data(dir, bytes, frame, ts_ns, &mut |ev| {
-                    out.rest(info, ev, problem.as_deref())
+                    out.rest(info, ev, problem.as_deref().map(|p| (p, true)))
                 });
             }
             Proto::Undecided { .. } | Proto::Other => {}
@@ -737,6 +759,9 @@ impl<S: ExchangeSink> FlowSink for State<S> {
                 },
                 first_frame: info.first_frame,
                 first_ts: info.first_ts_ns,
+                server_bytes: 0,
+                client_ended: false,
+                server_closed_first: false,
             },
         );
     }
@@ -752,28 +777,63 @@ impl<S: ExchangeSink> FlowSink for State<S> {
         let kind = self.port_kind(&conn.info);
         let out = &mut self.out;
         let info = &conn.info;
+        // The server hung up without sending a byte: what a TLS-only port
+        // does with plaintext (or a server refusing the client).
+        let silent = (conn.server_bytes == 0 && conn.server_closed_first).then(|| {
+            format!(
+                "the server on port {} closed the connection without answering a single byte; a TLS-only port does this with plaintext: check whether it expects TLS (a secure channel / https://)",
+                info.server.port()
+            )
+        });
         match &mut conn.proto {
             Proto::Http2 {
                 conn: h2, calls, ..
             } => {
                 add_h2(&mut out.stats.http2, &h2.stats());
                 out.stats.untracked_streams += calls.untracked_streams;
-                let problem = (kind == Some(Transport::Rest)).then(|| {
-                    format!(
-                        "HTTP/2 (gRPC) sent to port {}, TF Serving's REST port (HTTP/1.1 + JSON); gRPC goes to the gRPC port (default 8500)",
-                        info.server.port()
-                    )
-                });
-                calls.close(&mut |call| out.call(info, call, problem.as_deref()));
+                let problem = if kind == Some(Transport::Rest) {
+                    Some((
+                        format!(
+                            "HTTP/2 (gRPC) sent to port {}, TF Serving's REST port (HTTP/1.1 + JSON); gRPC goes to the gRPC port (default 8500)",
+                            info.server.port()
+                        ),
+                        true,
+                    ))
+                } else {
+                    silent.clone().map(|s| (s, false))
+                };
+                if calls.calls_seen == 0 {
+                    if let Some((p, certain)) = problem {
+                        out.mismatch(
+                            info,
+                            conn.first_frame,
+                            conn.first_ts,
+                            Transport::Grpc,
+                            p,
+                            certain,
+                        );
+                    }
+                } else {
+                    calls.close(&mut |call| {
+                        out.call(info, call, problem.as_ref().map(|(p, c)| (p.as_str(), *c)))
+                    });
+                }
             }
             Proto::Http1 { conn: h1, .. } => {
-                let problem = (kind == Some(Transport::Grpc)).then(|| {
-                    format!(
-                        "HTTP/1.1 request sent to port {}, TF Serving's gRPC port (HTTP/2); REST requests go to the REST port (default 8501, --rest_api_port)",
-                        info.server.port()
-                    )
+                let problem = if kind == Some(Transport::Grpc) {
+                    Some((
+                        format!(
+                            "HTTP/1.1 request sent to port {}, TF Serving's gRPC port (HTTP/2); REST requests go to the REST port (default 8501, --rest_api_port)",
+                            info.server.port()
+                        ),
+                        true,
+                    ))
+                } else {
+                    silent.map(|s| (s, false))
+                };
+                h1.close(&mut |ev| {
+                    out.rest(info, ev, problem.as_ref().map(|(p, c)| (p.as_str(), *c)))
                 });
-                h1.close(&mut |ev| out.rest(info, ev, problem.as_deref()));
                 add_h1(&mut out.stats.http1, &h1.stats);
             }
             Proto::Undecided { seen, .. } if !seen.is_empty() => {

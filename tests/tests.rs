@@ -8,3 +8,4 @@ mod fixtures;
 mod http2;
 mod midconn;
 mod reassembly;
+mod rest;

@@ -198,11 +198,21 @@ impl SignatureBook {
             .iter()
             .filter(|((_, s), _)| s == signature)
             .map(|(_, e)| e)
-            .max_by_key(|e| (e.source.trust(), e.version == version, e.version))
+            .max_by_key(|e| {
+                let typed = e.signature.inputs.iter().all(|s| s.dtype.is_some());
+                (e.source.trust(), typed, e.version == version, e.version)
+            })
     }
 
     pub fn knows_model(&self, model: &str) -> bool {
         self.models.contains_key(model)
+    }
+
+    /// Whether a declared signature (not one inferred from traffic) is known.
+    pub fn has_declared(&self, model: &str) -> bool {
+        self.models
+            .get(model)
+            .is_some_and(|m| m.entries.values().any(|e| e.source.is_declared()))
     }
 
     pub fn versions(&self, model: &str) -> Vec<i64> {

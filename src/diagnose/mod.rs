@@ -76,13 +76,17 @@ impl Engine {
 
     fn release(&mut self, all: bool, ready: &mut impl FnMut(Exchange) -> bool) -> bool {
         while let Some(front) = self.waiting.front() {
+            // Failures wait for any knowledge of their model; REST calls
+            // wait for a declared signature, which names and types their
+            // JSON inputs.
+            let rest = front.transport == crate::tfserving::Transport::Rest
+                && matches!(front.method.as_deref(), Some("Predict"));
             let blocked = !all
                 && self.waiting.len() <= self.max_waiting
-                && !front.status.ok
-                && front
-                    .model
-                    .as_deref()
-                    .is_some_and(|m| !self.book.knows_model(m));
+                && front.model.as_deref().is_some_and(|m| {
+                    (!front.status.ok && !self.book.knows_model(m))
+                        || (rest && !self.book.has_declared(m))
+                });
             if blocked {
                 break;
             }
@@ -100,14 +104,26 @@ impl Engine {
     /// Fills `diagnosis` (failures) or `warnings` (successes).
     pub fn diagnose(&self, ex: &mut Exchange) {
         if ex.transport == crate::tfserving::Transport::Rest {
-            if let Some(e) = ex.model.as_deref().and_then(|m| {
-                self.book.lookup(
-                    m,
-                    ex.version,
-                    ex.signature.as_deref().unwrap_or("serving_default"),
-                )
-            }) {
-                crate::tfserving::rest::apply_signature(&mut ex.inputs, &e.signature);
+            // A version the request names must be the one described: a
+            // signature of another version would be a guess.
+            let entry = ex
+                .model
+                .as_deref()
+                .zip(ex.signature.as_deref())
+                .and_then(|(m, s)| self.book.lookup(m, ex.version, s));
+            // Only when the server could resolve the model version too: a
+            // version seen to exist, or a label the server accepted.
+            let version_exists = match (ex.version, &ex.version_label) {
+                (Some(v), _) => ex
+                    .model
+                    .as_deref()
+                    .is_some_and(|m| self.book.versions(m).contains(&v)),
+                (None, Some(_)) => ex.status.ok,
+                (None, None) => true,
+            };
+            if let Some(e) = entry.filter(|_| version_exists) {
+                let sig = e.signature.clone();
+                crate::tfserving::rest::apply_signature(ex, &sig);
             }
         }
         if ex.status.ok {

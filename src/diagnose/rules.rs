@@ -121,6 +121,21 @@ fn tf_py_name(dt: &str) -> String {
     }
 }
 
+/// The dtype JSON values denote when no signature types them (DESIGN.md §3).
+fn json_denoted(kinds: &[&str]) -> Option<&'static str> {
+    if kinds.iter().any(|k| *k == "string" || *k == "b64") {
+        Some("DT_STRING")
+    } else if kinds.contains(&"float") {
+        Some("DT_DOUBLE")
+    } else if kinds.contains(&"int") {
+        Some("DT_INT64")
+    } else if kinds.contains(&"bool") {
+        Some("DT_BOOL")
+    } else {
+        None
+    }
+}
+
 fn levenshtein(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -192,7 +207,11 @@ pub fn diagnose(ex: &Exchange, book: &SignatureBook) -> Diagnosis {
         );
         d.evidence = ctx.evidence(false, &[]);
         d.evidence.push(format!("tfwire: {p}"));
-        d.confidence = Confidence::Certain;
+        d.confidence = if ex.protocol_problem_certain {
+            Confidence::Certain
+        } else {
+            Confidence::Possible
+        };
         return d;
     }
     from_finding(&ctx, finding).unwrap_or_else(|| fallback(&ctx))
@@ -490,6 +509,22 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
             let want_dt = dtype::from_tf_string(&want)
                 .and_then(dtype::name)
                 .unwrap_or("DT_?");
+            // The input holding a value of the offending JSON type.
+            let kind = match json_type.as_str() {
+                "String" => "string",
+                "Object" if value.contains("\"b64\"") => "b64",
+                "Object" => "object",
+                "True" | "False" => "bool",
+                "Number" if value.contains('.') || value.contains('e') => "float",
+                "Number" => "int",
+                "Null" => "null",
+                _ => "",
+            };
+            let holder = c.ex.inputs.iter().find(|t| {
+                t.json.as_deref().is_some_and(|k| k.contains(&kind))
+                    && c.spec(&t.name)
+                        .is_none_or(|s| s.dtype.as_deref() == Some(want_dt))
+            });
             let sent_dt = match json_type.as_str() {
                 "String" | "Object" => "DT_STRING",
                 "True" | "False" => "DT_BOOL",
@@ -499,7 +534,10 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
             };
             let mut d = c.diag(
                 "dtype_mismatch",
-                format!("the JSON value {value} ({json_type}) cannot be converted to {want}, the input's dtype"),
+                format!(
+                    "{}the JSON value {value} ({json_type}) cannot be converted to {want}, the input's dtype",
+                    holder.map(|t| format!("input '{}': ", t.name)).unwrap_or_default()
+                ),
                 match json_type.as_str() {
                     "Object" => format!("send plain numbers for a {want} input; {{\"b64\": …}} is only for string inputs"),
                     "String" => format!("send numbers, not strings, for a {want} input"),
@@ -508,17 +546,38 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
             );
             d.sent_dtype = Some(sent_dt.into());
             d.expected_dtype = Some(want_dt.into());
-            d.evidence = c.evidence(true, &[]);
+            if let Some(t) = holder {
+                d.input = Some(t.name.clone()).filter(|n| !n.is_empty());
+                d.sent_shape = t.shape.clone();
+                d.expected_shape = c.spec(&t.name).and_then(|s| s.shape.clone());
+            }
+            let names: Vec<&str> = holder.map(|t| vec![t.name.as_str()]).unwrap_or_default();
+            d.evidence = c.evidence(true, &names);
             d.confidence = Confidence::Certain;
             d
         }
         Finding::RaggedRows { expected, got } => {
+            let ragged =
+                c.ex.inputs
+                    .iter()
+                    .find(|t| t.problems.iter().any(|p| p.starts_with("ragged")));
             let mut d = c.diag(
                 "ragged_instances",
-                format!("the rows of 'instances' differ in size: one has {got} values where {expected} were expected"),
+                format!(
+                    "the rows of 'instances' differ in size{}: one has {got} values where {expected} were expected",
+                    ragged.map(|t| format!(" for input '{}'", t.name)).unwrap_or_default()
+                ),
                 "pad or truncate every row to the same length, or send each input in columnar form ('inputs')".into(),
             );
-            d.evidence = c.evidence(false, &[]);
+            if let Some(t) = ragged {
+                d.input = Some(t.name.clone()).filter(|n| !n.is_empty());
+                d.sent_dtype = t.dtype.map(str::to_string);
+                d.sent_shape = t.shape.clone();
+                d.expected_dtype = c.spec(&t.name).and_then(|s| s.dtype.clone());
+                d.expected_shape = c.spec(&t.name).and_then(|s| s.shape.clone());
+            }
+            let names: Vec<&str> = ragged.map(|t| vec![t.name.as_str()]).unwrap_or_default();
+            d.evidence = c.evidence(true, &names);
             d.confidence = Confidence::Certain;
             d
         }
@@ -534,7 +593,7 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
         }
         Finding::MalformedRequest { method, path } => {
             let mut d = c.diag(
-                "wrong_format",
+                "other",
                 format!("{method} {path} is not a TF Serving REST API URL"),
                 "POST to /v1/models/<model>[/versions/<n>]:predict (or :classify, :regress); GET /v1/models/<model>[/metadata]".into(),
             );
@@ -776,7 +835,10 @@ fn unknown_alias(c: &Ctx<'_>, alias: &str, missing: &[String], expected: &[Strin
     };
     let mut d = c.diag("unknown_input_alias", summary, fix);
     d.input = Some(alias.to_string());
-    d.sent_dtype = c.input(alias).and_then(|t| t.dtype).map(str::to_string);
+    d.sent_dtype = c
+        .input(alias)
+        .and_then(|t| t.dtype.or_else(|| json_denoted(t.json.as_deref()?)))
+        .map(str::to_string);
     d.sent_shape = c.input(alias).and_then(|t| t.shape.clone());
     // The signature has nothing under an unknown alias: expected_* stay null.
     d.evidence = c.evidence(true, &[alias]);
@@ -1185,6 +1247,27 @@ fn fallback(c: &Ctx<'_>) -> Diagnosis {
             d.confidence = Confidence::Certain;
             return d;
         }
+    }
+    // REST URLs the server could not route or convert (an HTML 404 page, or
+    // a 400 with an empty body).
+    if let Some(note) = ex
+        .notes
+        .iter()
+        .find(|n| n.starts_with("not an API call: ") || n.contains("does not fit a 64-bit integer"))
+    {
+        let mut d = c.diag(
+            "other",
+            note.trim_start_matches("not an API call: ").to_string(),
+            "POST to /v1/models/<model>[/versions/<n>]:predict (or :classify, :regress); GET /v1/models/<model>[/metadata]".into(),
+        );
+        d.evidence = c.evidence(false, &[]);
+        d.evidence.push(format!(
+            "request: {} {}",
+            ex.http_method.as_deref().unwrap_or("?"),
+            ex.path.as_deref().unwrap_or("?")
+        ));
+        d.confidence = Confidence::Certain;
+        return d;
     }
     // Compare the request with the signature when the message said nothing usable.
     if let Some(d) = compare_request(c) {

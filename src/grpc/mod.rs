@@ -253,6 +253,8 @@ pub struct CallTable {
     limits: Limits,
     pub untracked_streams: u64,
     pub goaway: Option<(Dir, u32, u32)>,
+    /// Streams ever seen on this connection.
+    pub calls_seen: u64,
 }
 
 impl CallTable {
@@ -263,6 +265,7 @@ impl CallTable {
             limits,
             untracked_streams: 0,
             goaway: None,
+            calls_seen: 0,
         }
     }
 
@@ -272,6 +275,7 @@ impl CallTable {
                 self.untracked_streams += 1;
                 return None;
             }
+            self.calls_seen += 1;
             self.open
                 .insert(stream, Call::new(self.conn, stream, self.limits.messages));
         }

@@ -98,6 +98,8 @@ pub struct Exchange {
     /// The two sides speak different protocols (set by the pipeline).
     #[serde(skip)]
     pub protocol_problem: Option<String>,
+    #[serde(skip)]
+    pub protocol_problem_certain: bool,
 }
 
 impl Exchange {
@@ -414,14 +416,20 @@ impl Exchange {
             rest_format: None,
             http_method: None,
             protocol_problem: None,
+            protocol_problem_certain: false,
         }
     }
 
-    /// Records that client and server speak different protocols.
-    pub fn set_protocol_problem(&mut self, problem: String) {
-        self.notes.push(format!("protocol mismatch: {problem}"));
+    /// Records that client and server speak different protocols; `certain`
+    /// when the bytes prove it, not when it is only the likely explanation.
+    pub fn set_protocol_problem(&mut self, problem: String, certain: bool) {
+        self.notes.push(format!(
+            "protocol mismatch{}: {problem}",
+            if certain { "" } else { " (probable)" }
+        ));
         self.status.ok = false;
         self.protocol_problem = Some(problem);
+        self.protocol_problem_certain = certain;
     }
 }
 

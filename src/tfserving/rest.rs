@@ -17,6 +17,8 @@ pub struct Route {
     pub version_label: Option<String>,
     /// Why the URL is not an API call, as TF Serving would answer.
     pub problem: Option<String>,
+    /// The URL routes, but its version cannot be used.
+    pub version_problem: Option<String>,
 }
 
 fn percent_decode(s: &str) -> String {
@@ -62,7 +64,7 @@ pub fn route(http_method: &str, target: &str) -> Route {
                 _ => return malformed(),
             };
             let mut parts = head.split('/');
-            let Some(model) = parts.next().filter(|m| !m.is_empty()) else {
+            let Some(model) = parts.next().filter(|m| !m.is_empty() && !m.contains(':')) else {
                 return malformed();
             };
             let mut r = Route {
@@ -73,9 +75,18 @@ pub fn route(http_method: &str, target: &str) -> Route {
             match (parts.next(), parts.next(), parts.next()) {
                 (None, _, _) => {}
                 (Some(kind), Some(v), None) if kind.eq_ignore_ascii_case("versions") => {
+                    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                        return malformed();
+                    }
                     match v.parse::<i64>() {
-                        Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => r.version = Some(n),
-                        _ => return malformed(),
+                        Ok(n) => r.version = Some(n),
+                        // The route matches; the conversion fails and TF
+                        // Serving answers 400 with an empty body.
+                        Err(_) => {
+                            r.version_problem = Some(format!(
+                                "version {v} in the URL does not fit a 64-bit integer (TF Serving: \"Failed to convert version\", sent with an empty body)"
+                            ))
+                        }
                     }
                 }
                 (Some(kind), Some(l), None)
@@ -94,6 +105,12 @@ pub fn route(http_method: &str, target: &str) -> Route {
                     problem: Some("Missing model name in request.".into()),
                     ..Route::default()
                 };
+            }
+            if parts
+                .first()
+                .is_some_and(|m| m.is_empty() || m.contains(':'))
+            {
+                return malformed();
             }
             let mut r = Route {
                 method: Some("GetModelStatus"),
@@ -194,25 +211,12 @@ fn walk(v: &Value, depth: usize, shape: &[i64], n: &mut Nest) {
     }
 }
 
-/// The dtype a JSON value denotes when no signature says otherwise (DESIGN.md §3).
-fn dtype_of_kinds(kinds: &[&str]) -> Option<&'static str> {
-    if kinds.iter().any(|k| *k == "string" || *k == "b64") {
-        Some("DT_STRING")
-    } else if kinds.contains(&"float") {
-        Some("DT_DOUBLE")
-    } else if kinds.contains(&"int") {
-        Some("DT_INT64")
-    } else if kinds.contains(&"bool") {
-        Some("DT_BOOL")
-    } else {
-        None
-    }
-}
-
 fn tensor(name: &str, n: &Nest) -> TensorSummary {
     TensorSummary {
         name: name.to_string(),
-        dtype: dtype_of_kinds(&n.kinds),
+        // The server builds the tensor with the signature's dtype; without
+        // the signature it is unknown (the JSON types are in `json`).
+        dtype: None,
         dtype_code: None,
         shape: Some(n.shape.clone()),
         values: Some(n.values),
@@ -368,7 +372,8 @@ fn outputs_of(v: &Value) -> Vec<TensorSummary> {
                 out.push(tensor(name, &nest(&Value::Array(col))));
             }
         } else {
-            out.push(tensor("predictions", &nest(&Value::Array(p.clone()))));
+            // One unnamed output: its alias comes from the signature.
+            out.push(tensor("", &nest(&Value::Array(p.clone()))));
         }
     } else if let Some(o) = v.get("outputs") {
         match o {
@@ -379,7 +384,7 @@ fn outputs_of(v: &Value) -> Vec<TensorSummary> {
                     out.push(tensor(name, &nest(&m[name])));
                 }
             }
-            other => out.push(tensor("outputs", &nest(other))),
+            other => out.push(tensor("", &nest(other))),
         }
     }
     out
@@ -406,6 +411,9 @@ impl Exchange {
         };
         if let Some(p) = &route.problem {
             notes.push(format!("not an API call: {p}"));
+        }
+        if let Some(p) = &route.version_problem {
+            notes.push(p.clone());
         }
         if request.is_none() {
             notes.push("request not captured".into());
@@ -527,8 +535,10 @@ impl Exchange {
         };
         let complete =
             request.is_some_and(|r| r.body_complete) && response.is_some_and(|r| r.body_complete);
+        // The signature is known only if the body was read as JSON.
+        let body_read = body_req.json_error.is_none() && request.is_some_and(|r| r.body_complete);
         let signature = match route.method {
-            Some("Predict") | Some("Classify") | Some("Regress") => Some(
+            Some("Predict") | Some("Classify") | Some("Regress") if body_read => Some(
                 body_req
                     .signature
                     .clone()
@@ -588,50 +598,35 @@ impl Exchange {
             rest_format: body_req.format,
             http_method: http_method.map(str::to_string),
             protocol_problem: None,
+            protocol_problem_certain: false,
         }
     }
 }
 
-/// Resolves REST input names and dtypes against a signature: a single
-/// unnamed input takes the signature's alias; JSON values that convert to
-/// the signature's dtype take it (DESIGN.md §3).
-pub fn apply_signature(inputs: &mut [TensorSummary], sig: &signature::Signature) {
-    for t in inputs.iter_mut() {
-        if t.name.is_empty() && sig.inputs.len() == 1 {
-            t.name = sig.inputs[0].alias.clone();
+/// Resolves REST tensor names and dtypes against the signature: a single
+/// unnamed input or output takes the signature's alias, and every tensor
+/// whose alias the signature lists gets its dtype (the server converts the
+/// JSON to it, or fails trying; DESIGN.md §3).
+pub fn apply_signature(ex: &mut Exchange, sig: &signature::Signature) {
+    fn resolve(tensors: &mut [TensorSummary], specs: &[super::TensorSpec]) {
+        for t in tensors.iter_mut() {
+            if (t.name.is_empty() || t.name == "predictions" || t.name == "outputs")
+                && specs.len() == 1
+            {
+                t.name = specs[0].alias.clone();
+            }
+            if let Some(spec) = specs.iter().find(|s| s.alias == t.name) {
+                t.dtype = spec
+                    .dtype
+                    .as_deref()
+                    .and_then(super::dtype::code)
+                    .and_then(super::dtype::name);
+            }
         }
-        let Some(spec) = sig.input(&t.name) else {
-            continue;
-        };
-        let Some(want) = spec.dtype.as_deref() else {
-            continue;
-        };
-        let kinds = t.json.clone().unwrap_or_default();
-        let converts = kinds.iter().all(|k| match *k {
-            "float" => matches!(want, "DT_FLOAT" | "DT_DOUBLE" | "DT_HALF" | "DT_BFLOAT16"),
-            "int" => matches!(
-                want,
-                "DT_FLOAT"
-                    | "DT_DOUBLE"
-                    | "DT_INT32"
-                    | "DT_INT64"
-                    | "DT_INT16"
-                    | "DT_INT8"
-                    | "DT_UINT8"
-                    | "DT_UINT16"
-                    | "DT_UINT32"
-                    | "DT_UINT64"
-                    | "DT_HALF"
-                    | "DT_BFLOAT16"
-            ),
-            "bool" => want == "DT_BOOL",
-            "string" | "b64" => want == "DT_STRING",
-            _ => false,
-        });
-        if converts {
-            t.dtype = super::dtype::code(want).and_then(super::dtype::name);
-        }
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
     }
+    resolve(&mut ex.inputs, &sig.inputs);
+    resolve(&mut ex.outputs, &sig.outputs);
 }
 
 #[cfg(test)]
@@ -680,7 +675,7 @@ mod tests {
         assert_eq!(r.format, Some("row"));
         assert_eq!(r.inputs[0].shape, Some(vec![2, 2]));
         assert_eq!(r.inputs[0].values, Some(4));
-        assert_eq!(r.inputs[0].dtype, Some("DT_DOUBLE"));
+        assert_eq!(r.inputs[0].json, Some(vec!["float"]));
 
         let r = parse_request_body(
             Some("Predict"),
@@ -690,7 +685,7 @@ mod tests {
         assert_eq!(r.inputs.len(), 2);
         assert_eq!(r.inputs[0].name, "ids");
         assert_eq!(r.inputs[0].shape, Some(vec![2, 3]));
-        assert_eq!(r.inputs[0].dtype, Some("DT_INT64"));
+        assert_eq!(r.inputs[0].json, Some(vec!["int"]));
 
         let r = parse_request_body(
             Some("Predict"),
@@ -699,7 +694,7 @@ mod tests {
         assert_eq!(r.format, Some("columnar"));
         assert_eq!(r.inputs[0].shape, Some(vec![1, 2]));
         assert_eq!(r.inputs[1].shape, Some(vec![]));
-        assert_eq!(r.inputs[1].dtype, Some("DT_STRING"));
+        assert_eq!(r.inputs[1].json, Some(vec!["b64"]));
 
         let r = parse_request_body(Some("Predict"), br#"{"instances": [[1, 2, 3], [4, 5]]}"#);
         assert!(!r.inputs[0].problems.is_empty(), "ragged");

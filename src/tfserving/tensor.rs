@@ -23,6 +23,9 @@ pub enum ValueEncoding {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorSummary {
+    /// The alias; empty (null in JSON) for a REST input whose alias comes
+    /// from a signature that is not known.
+    #[serde(serialize_with = "empty_as_null")]
     pub name: String,
     /// TF enum name (`DT_FLOAT`); null when the number is not a known dtype.
     pub dtype: Option<&'static str>,
@@ -44,6 +47,14 @@ pub struct TensorSummary {
     /// REST: the JSON types of the values (`float`, `int`, `string`, `b64`, `bool`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub json: Option<Vec<&'static str>>,
+}
+
+fn empty_as_null<S: serde::Serializer>(name: &str, s: S) -> Result<S::Ok, S::Error> {
+    if name.is_empty() {
+        s.serialize_none()
+    } else {
+        s.serialize_str(name)
+    }
 }
 
 impl TensorSummary {
