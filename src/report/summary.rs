@@ -154,18 +154,29 @@ impl Summary {
         });
         let input = d.and_then(|d| d.input.clone());
         // Without a diagnosis, the server's message is the best grouping key.
-        let message_key = if d.is_none() {
-            ex.status
+        // Diagnoses that name no input (model, version, signature, URL…)
+        // differ by their words; a tensor defect by what is wrong with it.
+        let message_key = match d {
+            None => ex
+                .status
                 .message
                 .clone()
-                .or_else(|| ex.status.reset.clone())
-        } else {
-            None
+                .or_else(|| ex.status.reset.clone()),
+            Some(d) if d.input.is_none() || d.category == "malformed_tensor" => {
+                Some(d.summary.clone())
+            }
+            Some(_) => None,
+        };
+        // A model or version that does not exist is one cause whatever the
+        // method or signature of the calls that hit it.
+        let signature_key = match category.as_str() {
+            "model_not_found" | "version_not_found" => None,
+            _ => ex.signature.as_ref(),
         };
         let key = serde_json::to_string(&(
             &category,
             &ex.model,
-            &ex.signature,
+            signature_key,
             &input,
             &sent,
             &expected,
@@ -186,7 +197,7 @@ impl Summary {
                 self.root_causes.push(RootCause {
                     category,
                     model: ex.model.clone(),
-                    signature: ex.signature.clone(),
+                    signature: signature_key.cloned(),
                     input,
                     sent,
                     expected,
