@@ -26,6 +26,9 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Print a model's signatures from a SavedModel directory or a metadata JSON file.
     Signature(SignatureArgs),
+    /// Capture from a network interface and explain failures as they happen
+    /// (needs a build with --features live).
+    Live(crate::live::LiveArgs),
 }
 
 #[derive(Debug, clap::Args)]

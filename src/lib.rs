@@ -7,9 +7,11 @@
 pub mod capture;
 pub mod cli;
 pub mod diagnose;
+pub mod extract;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
+pub mod live;
 pub mod net;
 pub mod pipeline;
 pub mod report;
@@ -288,6 +290,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
             Err(e) => Err(RunError(e)),
         },
         cli::Command::Signature(args) => show_signatures(&args, &mut io::stdout().lock()),
+        cli::Command::Live(args) => live::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

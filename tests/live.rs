@@ -92,7 +92,8 @@ async fn answer(req: http::Request<h2::RecvStream>, mut respond: h2::server::Sen
         let _ = body.flow_control().release_capacity(chunk.len());
         data.extend_from_slice(&chunk);
     }
-    let request = PredictRequest::decode(data.get(5..).unwrap_or_default()).expect("PredictRequest");
+    let request =
+        PredictRequest::decode(data.get(5..).unwrap_or_default()).expect("PredictRequest");
     let model = request.model_spec.map(|m| m.name).unwrap_or_default();
     if model == HANG_MODEL {
         // Hold the stream open without a word until the client goes away.
@@ -193,7 +194,11 @@ fn grpc_client(port: u16, calls: &[Call], patience: Duration, linger: Duration) 
                 }),
                 inputs: [(
                     "features".to_string(),
-                    tensor(call.dtype, &[1, 10], if call.dtype == DT_DOUBLE { 8 } else { 4 }),
+                    tensor(
+                        call.dtype,
+                        &[1, 10],
+                        if call.dtype == DT_DOUBLE { 8 } else { 4 },
+                    ),
                 )]
                 .into(),
                 ..Default::default()
@@ -431,7 +436,9 @@ fn analyze(capture: &PathBuf, extra: &[&str]) -> Vec<Value> {
 /// gives the same exchanges to `tfwire analyze`.
 #[test]
 fn float64_request_to_float32_model_is_diagnosed_live_and_the_written_capture_agrees() {
-    if !can_capture("float64_request_to_float32_model_is_diagnosed_live_and_the_written_capture_agrees") {
+    if !can_capture(
+        "float64_request_to_float32_model_is_diagnosed_live_and_the_written_capture_agrees",
+    ) {
         return;
     }
     let (l, port) = listener();
@@ -476,7 +483,12 @@ fn float64_request_to_float32_model_is_diagnosed_live_and_the_written_capture_ag
     assert_eq!(answers[1].grpc_status.as_deref(), Some("3"));
 
     let (run, _) = live.wait(Duration::from_secs(15));
-    assert_eq!(run.status.code(), Some(1), "a failure seen → exit 1; {}", run.stderr);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "a failure seen → exit 1; {}",
+        run.stderr
+    );
 
     let (_, ok) = run.by_request_id("live-ok");
     assert_eq!(ok["status"]["ok"], true);
@@ -502,7 +514,10 @@ fn float64_request_to_float32_model_is_diagnosed_live_and_the_written_capture_ag
     assert_eq!(d["input"], "features");
     assert_eq!(d["sent_dtype"], "DT_DOUBLE");
     assert_eq!(d["expected_dtype"], "DT_FLOAT");
-    assert_eq!(d["confidence"], "certain", "server message + signatures agree");
+    assert_eq!(
+        d["confidence"], "certain",
+        "server message + signatures agree"
+    );
     let lag = printed_at.saturating_duration_since(answers[1].at);
     assert!(
         lag < Duration::from_secs(1),
@@ -516,14 +531,22 @@ fn float64_request_to_float32_model_is_diagnosed_live_and_the_written_capture_ag
     let live_stats = &summary["live"];
     assert_eq!(live_stats["stopped_by"], "duration");
     assert_eq!(live_stats["interface"], "lo");
-    assert!(live_stats["received"].as_u64().is_some_and(|n| n > 0), "{live_stats}");
+    assert!(
+        live_stats["received"].as_u64().is_some_and(|n| n > 0),
+        "{live_stats}"
+    );
     assert_eq!(live_stats["dropped"], 0);
     assert!(live_stats["if_dropped"].is_u64());
     let packets = summary["capture"]["packets"].as_u64().expect("packets");
     assert_eq!(live_stats["written_packets"], packets);
 
     // The postmortem: the written capture, analysed offline, says the same.
-    let mut extra = vec!["--grpc-port", port_s.as_str(), "--rest-port", rest_s.as_str()];
+    let mut extra = vec![
+        "--grpc-port",
+        port_s.as_str(),
+        "--rest-port",
+        rest_s.as_str(),
+    ];
     extra.extend_from_slice(&common[4..]);
     let offline = analyze(&file, &extra);
     let online: Vec<Value> = run.exchanges().into_iter().cloned().collect();
@@ -549,13 +572,19 @@ fn sigint_on_an_idle_link_exits_within_a_second_with_the_summary() {
     signal(pid, "INT");
     let (run, exited) = live.wait(Duration::from_secs(5));
     let took = exited.duration_since(sent);
-    assert!(took < Duration::from_secs(1), "exited {took:?} after SIGINT");
+    assert!(
+        took < Duration::from_secs(1),
+        "exited {took:?} after SIGINT"
+    );
     assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
     let summary = run.summary();
     assert_eq!(summary["exchanges"], 0);
     assert_eq!(summary["live"]["stopped_by"], "signal");
     for k in ["received", "dropped", "if_dropped"] {
-        assert!(summary["live"][k].is_u64(), "libpcap's {k} count: {summary}");
+        assert!(
+            summary["live"][k].is_u64(),
+            "libpcap's {k} count: {summary}"
+        );
     }
     assert!(
         run.stderr.contains("0 dropped"),
@@ -703,10 +732,8 @@ fn rest_server(listener: TcpListener) -> JoinHandle<()> {
     })
 }
 
-/// The REST half of the issue's loopback test. Needs the HTTP/1 decoder
-/// (issue 4); remove the `ignore` once `analyze` decodes REST.
+/// The REST half: a REST client and server on loopback.
 #[test]
-#[ignore = "needs the HTTP/1 (REST) decoder of issue 4 in the pipeline"]
 fn rest_request_with_a_string_for_a_float_is_diagnosed_live() {
     if !can_capture("rest_request_with_a_string_for_a_float_is_diagnosed_live") {
         return;
@@ -728,10 +755,7 @@ fn rest_request_with_a_string_for_a_float_is_diagnosed_live() {
         "--duration",
         "3",
     ]);
-    let body = format!(
-        "{{\"instances\": [[{}]]}}",
-        vec!["\"0.5\""; 10].join(", ")
-    );
+    let body = format!("{{\"instances\": [[{}]]}}", ["\"0.5\""; 10].join(", "));
     let mut sock = TcpStream::connect(("127.0.0.1", rest)).expect("connect");
     write!(
         sock,

@@ -150,3 +150,44 @@ fn capture_starting_at_a_frame_boundary_infers_methods() {
     assert_eq!(c.model.as_deref(), Some("bert"));
     assert!(c.signatures.is_some(), "metadata response decoded");
 }
+
+/// A real capture started in the middle of a busy grpcio connection: HPACK
+/// tables full of entries never seen, the client side starting inside a
+/// 602 KB DATA frame. Every call after the start matches its ground truth and
+/// diagnosis; what could not be seen is named in notes.
+#[test]
+fn real_mid_connection_capture_matches_ground_truth() {
+    let ex = crate::rest::check("grpc_midconn.pcapng");
+    let after: Vec<&Exchange> = ex
+        .iter()
+        .filter(|e| e.request_id.as_deref().is_some_and(|r| r >= "midconn-018"))
+        .collect();
+    assert_eq!(after.len(), 19);
+    // :path was an unseen HPACK entry for most calls: the method is inferred,
+    // and the exchange says so.
+    let inferred = after
+        .iter()
+        .filter(|e| e.notes.iter().any(|n| n.contains("inferred")))
+        .count();
+    assert!(inferred >= 15, "{inferred}");
+    // The four calls in flight at the start are reported, with what is missing.
+    let in_flight: Vec<&Exchange> = ex
+        .iter()
+        .filter(|e| e.request_id.as_deref().is_none_or(|r| r < "midconn-018"))
+        .collect();
+    assert_eq!(in_flight.len(), 4);
+    assert!(in_flight.iter().all(|e| !e.notes.is_empty()));
+}
+
+/// The same capture with two segments removed from inside one request's
+/// DATA frame: only that call is incomplete.
+#[test]
+fn real_mid_connection_capture_with_loss() {
+    let ex = crate::rest::check("grpc_midconn_lossy.pcap");
+    let broken: Vec<&str> = ex
+        .iter()
+        .filter(|e| !e.complete && e.request_id.as_deref().is_some_and(|r| r >= "midconn-018"))
+        .filter_map(|e| e.request_id.as_deref())
+        .collect();
+    assert_eq!(broken, vec!["midconn-025"]);
+}

@@ -6,6 +6,7 @@ mod cli;
 mod diagnose;
 mod fixtures;
 mod http2;
+mod live;
 mod midconn;
 mod reassembly;
 mod rest;

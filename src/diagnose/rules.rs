@@ -1155,7 +1155,13 @@ fn shape_diag(
     d.input = Some(alias.to_string());
     d.sent_dtype = t.dtype.map(str::to_string);
     d.sent_shape = Some(sent.to_vec());
-    d.expected_dtype = c.spec(alias).and_then(|s| s.dtype.clone());
+    // A gRPC kernel error means the feed passed TF's dtype check first, so
+    // without a signature the sent dtype is the expected one.
+    let kernel_ran = c.ex.transport == Transport::Grpc && c.node.is_some();
+    d.expected_dtype = c
+        .spec(alias)
+        .and_then(|s| s.dtype.clone())
+        .or_else(|| kernel_ran.then(|| t.dtype.map(str::to_string)).flatten());
     d.expected_shape = Some(exp.to_vec());
     d.evidence = c.evidence(true, &[alias]);
     d.confidence = conf;

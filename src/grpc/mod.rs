@@ -18,6 +18,9 @@ pub struct HeaderList {
     pub unknown_values: Vec<String>,
     /// Fields whose name (and value) were never seen.
     pub unknown_fields: usize,
+    /// Values of fields whose name alone was never seen (a literal with an
+    /// HPACK-indexed name from before the capture).
+    pub unnamed_values: Vec<String>,
     /// Why the block could not be decoded at all.
     pub error: Option<String>,
 }
@@ -32,7 +35,11 @@ impl HeaderList {
             match (&f.name, &f.value) {
                 (Some(n), Some(v)) => h.fields.push((lossy(n), lossy(v))),
                 (Some(n), None) => h.unknown_values.push(lossy(n)),
-                (None, _) => h.unknown_fields += 1,
+                (None, Some(v)) => {
+                    h.unknown_fields += 1;
+                    h.unnamed_values.push(lossy(v));
+                }
+                (None, None) => h.unknown_fields += 1,
             }
         }
         h
@@ -144,13 +151,37 @@ impl Call {
                 code: code.trim().parse().ok(),
                 raw_code: code.to_string(),
                 message: h.get("grpc-message").map(percent_decode),
+                message_inferred: false,
             })
         };
-        self.trailers
+        let last = self.trailers.as_ref().or(self.response_headers.as_ref());
+        let mut s = self
+            .trailers
             .as_ref()
             .and_then(from)
             .or_else(|| self.response_headers.as_ref().and_then(from))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if s.message.is_none() {
+            s.message = last.and_then(|h| h.get("grpc-message")).map(percent_decode);
+        }
+        // grpc-core sends grpc-message as a literal whose *name* may be an
+        // HPACK entry from before the capture: a single unnamed value in the
+        // last header block that reads as text is taken as the message,
+        // marked as inferred.
+        if s.message.is_none() {
+            if let Some(h) = last {
+                let texts: Vec<&String> = h
+                    .unnamed_values
+                    .iter()
+                    .filter(|v| v.len() > 3 && v.contains(' ') && !v.starts_with("application/"))
+                    .collect();
+                if let [only] = texts.as_slice() {
+                    s.message = Some(percent_decode(only));
+                    s.message_inferred = true;
+                }
+            }
+        }
+        s
     }
 
     /// `:status` of the response headers.
@@ -175,6 +206,8 @@ pub struct GrpcStatus {
     pub code: Option<u32>,
     pub raw_code: String,
     pub message: Option<String>,
+    /// The message's header name was not seen; see [`Call::status`].
+    pub message_inferred: bool,
 }
 
 /// gRPC status code names (grpc doc/statuscodes.md).

@@ -1,8 +1,9 @@
 //! The capture loop: libpcap in non-blocking mode, woken by poll(2).
 //!
-//! libpcap's read timeout does not fire on an idle Linux capture (TPACKET_V3
-//! waits for a block to fill), so a blocking read could keep Ctrl-C waiting
-//! forever. Instead the loop polls the capture descriptor for at most
+//! libpcap's read timeout is not guaranteed to end a read when no packet
+//! arrives (pcap(3PCAP); Linux TPACKET_V3 is such a case), so a blocking read
+//! could keep Ctrl-C waiting until the next packet. Instead the loop polls the
+//! capture descriptor for at most
 //! `POLL_MAX`: a signal interrupts poll at once (EINTR), and `--duration`,
 //! idle-connection expiry and the status line get their turn even when no
 //! packet arrives.
@@ -87,9 +88,9 @@ pub fn run(opts: &LiveOptions) -> Result<u8, RunError> {
     let book = load_book(&opts.model_dirs, &opts.signature_files)?;
     let device = pick_device(opts.interface.as_deref())?;
     let iface = device.name.clone();
-    let (mut cap, link, filter) = open(device, opts)?;
+    let (cap, link, filter) = open(device, opts)?;
     // The file is created while still privileged, like tcpdump -w with -Z.
-    let mut recorder = match &opts.write {
+    let recorder = match &opts.write {
         Some(path) => Recorder::create(path, link, opts.snaplen, &iface)?,
         None => Recorder::none(),
     };
@@ -120,103 +121,36 @@ pub fn run(opts: &LiveOptions) -> Result<u8, RunError> {
         StatusLine::new(opts.status_line),
         opts.count,
     );
-    let mut analyzer = Analyzer::new(opts.config.clone(), sink);
-    let mut counters = Counters::default();
-    let mut frame = 0u64;
-    let started = Instant::now();
-    let deadline = opts.duration.map(|d| started + d);
-    let mut next_expiry = started + EXPIRE_EVERY;
-    let mut more = false;
-    let mut capture_error = None;
-
-    let stopped_by = loop {
-        if stop.load(Ordering::Relaxed) {
-            break Stop::Signal;
-        }
-        let rep = &analyzer.sink().rep;
-        if rep.limit_reached() {
-            break Stop::Count;
-        }
-        if rep.output_closed() {
-            break Stop::OutputClosed;
-        }
-        let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            break Stop::Duration;
-        }
-
-        // Wait for packets, but not past the next thing the loop must do.
-        let mut wait = if more { Duration::ZERO } else { POLL_MAX };
-        if let Some(d) = deadline {
-            wait = wait.min(d - now);
-        }
-        wait = wait.min(next_expiry.saturating_duration_since(now));
-        if opts.status_line {
-            wait = wait.min(STATUS_EVERY);
-        }
-        let ms = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(cap.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(_) => {}
-            Err(Errno::EINTR) => continue,
-            Err(e) => {
-                capture_error = Some(format!("poll: {e}"));
-                break Stop::CaptureError;
-            }
-        }
-
-        match drain(
-            &mut cap,
-            link,
-            &mut analyzer,
-            &mut recorder,
-            &mut frame,
-            &mut counters,
-        ) {
-            Ok(full) => more = full,
-            Err(e) => {
-                capture_error = Some(e.to_string());
-                break Stop::CaptureError;
-            }
-        }
-        recorder.flush();
-
-        let now = Instant::now();
-        if now >= next_expiry {
-            let cutoff = unix_now_ns().saturating_sub(duration_ns(opts.idle_timeout));
-            analyzer.sink().rep.phase = Phase::Expiring(opts.idle_timeout);
-            counters.expired += analyzer.expire_idle(cutoff) as u64;
-            analyzer.sink().rep.phase = Phase::Running;
-            next_expiry = now + EXPIRE_EVERY;
-        }
-        let rep = &mut analyzer.sink().rep;
-        if rep.status.due(now) {
-            let text = status_text(&iface, &counters, &rep.summary, cap.stats().ok());
-            rep.status.draw(&text, now);
-        }
+    let mut session = Session {
+        cap,
+        link,
+        analyzer: Analyzer::new(opts.config.clone(), sink),
+        recorder,
+        frame: 0,
+        counters: Counters::default(),
     };
+    let started = Instant::now();
+    let (stopped_by, capture_error) = session.run(opts, &iface, &stop, started);
 
     // What the kernel already captured before the stop still counts.
     if matches!(stopped_by, Stop::Signal | Stop::Duration) {
         for _ in 0..FINAL_BATCHES {
-            match drain(
-                &mut cap,
-                link,
-                &mut analyzer,
-                &mut recorder,
-                &mut frame,
-                &mut counters,
-            ) {
-                Ok(true) if !analyzer.stopped() => {}
-                _ => break,
+            if !matches!(session.drain(), Ok(true)) {
+                break;
             }
         }
     }
-    let pcap_stats = cap.stats().ok();
-    analyzer.sink().rep.phase = Phase::Closing;
-    analyzer.finish();
-    recorder.finish();
+    let pcap_stats = session.cap.stats().ok();
+    session.analyzer.sink().rep.phase = Phase::Closing;
+    session.analyzer.finish();
+    session.recorder.finish();
 
+    let Session {
+        analyzer,
+        recorder,
+        counters,
+        ..
+    } = session;
     let net = analyzer.net_stats();
     let protocols = analyzer.proto_stats();
     let mut sink = analyzer.into_sink();
@@ -248,7 +182,7 @@ pub fn run(opts: &LiveOptions) -> Result<u8, RunError> {
         "written_packets": recorder.packets(),
         "write_error": recorder.error,
         "user": match &dropped { Dropped::To(u) => Some(u.clone()), _ => None },
-        "capture_error": capture_error.clone(),
+        "capture_error": capture_error,
     });
     let pcap_line = match pcap_stats {
         Some(s) => format!(
@@ -294,45 +228,124 @@ pub fn run(opts: &LiveOptions) -> Result<u8, RunError> {
     })
 }
 
-/// Reads the packets libpcap has ready (up to `BATCH`); true when the batch
-/// was full and more may be waiting.
-fn drain(
-    cap: &mut Capture<Active>,
+/// An open capture and everything that consumes its packets.
+struct Session {
+    cap: Capture<Active>,
     link: LinkType,
-    analyzer: &mut Analyzer<LiveSink<Stdout>>,
-    recorder: &mut Recorder,
-    frame: &mut u64,
-    counters: &mut Counters,
-) -> Result<bool, pcap::Error> {
-    for _ in 0..BATCH {
-        if analyzer.stopped() {
-            return Ok(false);
+    analyzer: Analyzer<LiveSink<Stdout>>,
+    recorder: Recorder,
+    /// Frame number of the last packet (Wireshark's numbering of the --write file).
+    frame: u64,
+    counters: Counters,
+}
+
+impl Session {
+    /// Captures until a signal, `--duration`, `--count`, a closed output or
+    /// an error; returns why, and the error.
+    fn run(
+        &mut self,
+        opts: &LiveOptions,
+        iface: &str,
+        stop: &AtomicBool,
+        started: Instant,
+    ) -> (Stop, Option<String>) {
+        let deadline = opts.duration.map(|d| started + d);
+        let mut next_expiry = started + EXPIRE_EVERY;
+        let mut more = false;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return (Stop::Signal, None);
+            }
+            let rep = &self.analyzer.sink().rep;
+            if rep.limit_reached() {
+                return (Stop::Count, None);
+            }
+            if rep.output_closed() {
+                return (Stop::OutputClosed, None);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return (Stop::Duration, None);
+            }
+
+            // Wait for packets, but not past the next thing the loop must do.
+            let mut wait = if more { Duration::ZERO } else { POLL_MAX };
+            if let Some(d) = deadline {
+                wait = wait.min(d - now);
+            }
+            wait = wait.min(next_expiry.saturating_duration_since(now));
+            if opts.status_line {
+                wait = wait.min(STATUS_EVERY);
+            }
+            let ms = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.cap.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return (Stop::CaptureError, Some(format!("poll: {e}"))),
+            }
+            match self.drain() {
+                Ok(full) => more = full,
+                Err(e) => return (Stop::CaptureError, Some(e.to_string())),
+            }
+            self.recorder.flush();
+
+            let now = Instant::now();
+            if now >= next_expiry {
+                self.expire(opts.idle_timeout);
+                next_expiry = now + EXPIRE_EVERY;
+            }
+            let rep = &mut self.analyzer.sink().rep;
+            if rep.status.due(now) {
+                let text = status_text(iface, &self.counters, &rep.summary, self.cap.stats().ok());
+                rep.status.draw(&text, now);
+            }
         }
-        let p = match cap.next_packet() {
-            Ok(p) => p,
-            Err(pcap::Error::TimeoutExpired) => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        *frame += 1;
-        let ts_ns = timestamp_ns(p.header);
-        let orig_len = p.header.len;
-        counters.packets += 1;
-        counters.bytes += p.data.len() as u64;
-        if (p.data.len() as u64) < u64::from(orig_len) {
-            counters.truncated += 1;
-        }
-        counters.first_ts.get_or_insert(ts_ns);
-        counters.last_ts = Some(ts_ns);
-        recorder.packet(ts_ns, p.data, orig_len);
-        analyzer.packet(&Packet {
-            frame: *frame,
-            ts_ns,
-            link,
-            data: p.data,
-            orig_len,
-        });
     }
-    Ok(true)
+
+    /// Reads the packets libpcap has ready (up to `BATCH`); true when the
+    /// batch was full and more may be waiting.
+    fn drain(&mut self) -> Result<bool, pcap::Error> {
+        for _ in 0..BATCH {
+            if self.analyzer.stopped() {
+                return Ok(false);
+            }
+            let p = match self.cap.next_packet() {
+                Ok(p) => p,
+                Err(pcap::Error::TimeoutExpired) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            self.frame += 1;
+            let ts_ns = timestamp_ns(p.header);
+            let orig_len = p.header.len;
+            let c = &mut self.counters;
+            c.packets += 1;
+            c.bytes += p.data.len() as u64;
+            if (p.data.len() as u64) < u64::from(orig_len) {
+                c.truncated += 1;
+            }
+            c.first_ts.get_or_insert(ts_ns);
+            c.last_ts = Some(ts_ns);
+            self.recorder.packet(ts_ns, p.data, orig_len);
+            self.analyzer.packet(&Packet {
+                frame: self.frame,
+                ts_ns,
+                link: self.link,
+                data: p.data,
+                orig_len,
+            });
+        }
+        Ok(true)
+    }
+
+    /// Closes connections silent for `idle`; their open calls are reported
+    /// now, noted as expired.
+    fn expire(&mut self, idle: Duration) {
+        let cutoff = unix_now_ns().saturating_sub(duration_ns(idle));
+        self.analyzer.sink().rep.phase = Phase::Expiring(idle);
+        self.counters.expired += self.analyzer.expire_idle(cutoff) as u64;
+        self.analyzer.sink().rep.phase = Phase::Running;
+    }
 }
 
 fn timestamp_ns(h: &pcap::PacketHeader) -> i64 {
@@ -418,11 +431,12 @@ fn open(
 fn open_error(name: &str, e: &pcap::Error) -> String {
     let text = e.to_string();
     let lower = text.to_lowercase();
+    // One line: main() escapes control characters, newlines included.
     let hint = if lower.contains("permission") || lower.contains("not permitted") {
-        "\n  capturing needs root (sudo) or the capabilities CAP_NET_RAW and CAP_NET_ADMIN:\
-         \n    sudo setcap cap_net_raw,cap_net_admin=eip \"$(command -v tfwire)\"  (see docs/live.md)"
+        "; capturing needs root (sudo) or the capabilities CAP_NET_RAW and CAP_NET_ADMIN: \
+         sudo setcap cap_net_raw,cap_net_admin=eip \"$(command -v tfwire)\" (see docs/live.md)"
     } else if lower.contains("no such device") || lower.contains("doesn't exist") {
-        "\n  tfwire live --list-interfaces shows the interfaces libpcap can open"
+        "; tfwire live --list-interfaces shows the interfaces libpcap can open"
     } else {
         ""
     };
@@ -462,16 +476,16 @@ fn list_interfaces() -> Result<u8, RunError> {
             flags.push("wireless");
         }
         let addrs: Vec<String> = d.addresses.iter().map(|a| a.addr.to_string()).collect();
-        result = writeln!(
-            out,
-            "{:width$}  {:22}  {}{}",
+        let mut line = format!(
+            "{:width$}  {:22}  {}",
             escape_for_terminal(&d.name),
             flags.join(","),
-            addrs.join(" "),
-            d.desc
-                .map(|s| format!("  ({})", escape_for_terminal(&s)))
-                .unwrap_or_default()
+            addrs.join(" ")
         );
+        if let Some(desc) = &d.desc {
+            line.push_str(&format!("  ({})", escape_for_terminal(desc)));
+        }
+        result = writeln!(out, "{}", line.trim_end());
         if result.is_err() {
             break;
         }
@@ -532,7 +546,12 @@ impl Recorder {
         }
     }
 
-    fn create(path: &Path, link: LinkType, snaplen: i32, iface: &str) -> Result<Recorder, RunError> {
+    fn create(
+        path: &Path,
+        link: LinkType,
+        snaplen: i32,
+        iface: &str,
+    ) -> Result<Recorder, RunError> {
         let fail = |e: io::Error| RunError(format!("{}: {e}", path.display()));
         let file = File::create(path).map_err(fail)?;
         let mut writer = PcapngWriter::new(

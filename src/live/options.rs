@@ -95,9 +95,7 @@ impl LiveArgs {
             .ok_or("--buffer-size must be between 1 and 2147483647")?;
         let user = match (self.user, self.no_drop_privileges) {
             (_, true) => UserChoice::Keep,
-            (Some(name), false) if name.is_empty() => {
-                return Err("--user needs a user name".into())
-            }
+            (Some(name), false) if name.is_empty() => return Err("--user needs a user name".into()),
             (Some(name), false) => UserChoice::Named(name),
             (None, false) => UserChoice::Default,
         };

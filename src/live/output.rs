@@ -172,9 +172,10 @@ impl<W: Write> ExchangeSink for LiveSink<W> {
     }
 }
 
+/// While connections are being closed, an exchange without a latency and
+/// with a `reset` is a request whose response had not ended.
 fn annotate(ex: &mut Exchange, phase: Phase) {
-    let cut_short = !ex.complete && ex.status.reset.is_some() && ex.latency_ms.is_none();
-    if !cut_short {
+    if ex.latency_ms.is_some() || ex.status.reset.is_none() {
         return;
     }
     match phase {
@@ -276,7 +277,10 @@ pub fn row(ex: &Exchange, color: bool) -> String {
         if let Some(m) = ex.status.message.as_deref().or(ex.status.reset.as_deref()) {
             line.push_str(&format!(
                 "{indent}{}\n",
-                paint(DIM, format!("server: {}", clip(&escape_for_terminal(m), 300)))
+                paint(
+                    DIM,
+                    format!("server: {}", clip(&escape_for_terminal(m), 300))
+                )
             ));
         }
     }
@@ -338,7 +342,10 @@ impl StatusLine {
     /// or erased by output since).
     pub fn due(&self, now: Instant) -> bool {
         self.enabled
-            && (!self.visible || self.last.is_none_or(|t| now.duration_since(t) >= STATUS_EVERY))
+            && (!self.visible
+                || self
+                    .last
+                    .is_none_or(|t| now.duration_since(t) >= STATUS_EVERY))
     }
 
     pub fn draw(&mut self, text: &str, now: Instant) {
@@ -410,7 +417,9 @@ mod tests {
         let r = row(&ex, false);
         let lines: Vec<&str> = r.lines().collect();
         assert!(
-            lines[0].contains(" Predict fraud/serving_default (features double[1,10]) → INVALID_ARGUMENT"),
+            lines[0].contains(
+                " Predict fraud/serving_default (features double[1,10]) → INVALID_ARGUMENT"
+            ),
             "{r}"
         );
         assert_eq!(
@@ -422,7 +431,10 @@ mod tests {
 
         ex.status.message = Some("evil\u{1b}[31m".into());
         let r = row(&ex, false);
-        assert!(!r.contains('\u{1b}'), "no raw escape reaches the terminal: {r:?}");
+        assert!(
+            !r.contains('\u{1b}'),
+            "no raw escape reaches the terminal: {r:?}"
+        );
         assert!(row(&ex, true).contains(RED));
     }
 

@@ -158,8 +158,8 @@ mod tests {
         let bytes = w.into_inner();
         assert_eq!(bytes.len() % 4, 0);
 
-        let mut r = CaptureReader::from_reader("mem".into(), io::Cursor::new(bytes))
-            .expect("a capture");
+        let mut r =
+            CaptureReader::from_reader("mem".into(), io::Cursor::new(bytes)).expect("a capture");
         let mut seen = Vec::new();
         r.for_each_packet(1, |p, _| {
             seen.push((p.frame, p.ts_ns, p.link, p.data.to_vec(), p.orig_len))

@@ -29,8 +29,8 @@ pub fn drop_privileges(choice: &UserChoice) -> Result<Dropped, RunError> {
     let user = match choice {
         UserChoice::Keep => return Ok(Dropped::Kept),
         UserChoice::Named(name) => {
-            let user = lookup(name)?
-                .ok_or_else(|| RunError(format!("--user {name}: no such user")))?;
+            let user =
+                lookup(name)?.ok_or_else(|| RunError(format!("--user {name}: no such user")))?;
             if user.uid == euid && user.uid == unistd::getuid() {
                 return Ok(Dropped::NotNeeded);
             }

@@ -268,6 +268,9 @@ impl Exchange {
         }
 
         let grpc = call.status();
+        if grpc.message_inferred {
+            notes.push("grpc-message inferred: the value of a header whose name is an HPACK entry from before the capture".to_string());
+        }
         let http_status = call.http_status();
         let mut status = Status {
             ok: false,

@@ -396,13 +396,29 @@ pub fn infer_method(
     if only(&[1]) {
         if let Ok(m) = tfs::GetModelStatusRequest::decode(req) {
             if m.model_spec.is_some_and(|s| !s.name.is_empty()) {
-                let by_response = response.is_some_and(|r| {
+                let metadata = response.is_some_and(|r| {
                     tfs::GetModelMetadataResponse::decode(r).is_ok_and(|m| !m.metadata.is_empty())
                 });
-                return Some(if by_response {
+                // A status response: version entries with real states, and no
+                // metadata map (field 2).
+                let status = response.is_some_and(|r| {
+                    top_fields(r).is_some_and(|f| !f.contains(&2))
+                        && tfs::GetModelStatusResponse::decode(r).is_ok_and(|s| {
+                            !s.model_version_status.is_empty()
+                                && s.model_version_status.iter().all(|v| {
+                                    tfs::model_version_status::State::try_from(v.state).is_ok()
+                                })
+                        })
+                });
+                return Some(if metadata {
                     (
                         Method::GetModelMetadata,
                         "a model_spec, and a metadata response".into(),
+                    )
+                } else if status {
+                    (
+                        Method::GetModelStatus,
+                        "a model_spec, and a model status response".into(),
                     )
                 } else {
                     (Method::GetModelStatus, AMBIGUOUS_STATUS_OR_METADATA.into())
