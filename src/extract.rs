@@ -283,7 +283,11 @@ fn renumber_filter(
     let words: Vec<&str> = filter.split(' ').collect();
     let mut out = Vec::with_capacity(words.len());
     for (i, w) in words.iter().enumerate() {
-        let field = if i >= 2 { Some((words[i - 2], words[i - 1])) } else { None };
+        let field = if i >= 2 {
+            Some((words[i - 2], words[i - 1]))
+        } else {
+            None
+        };
         let renumbered = match field {
             Some(("tcp.stream", "eq")) => Some(conns.get(&w.parse().ok()?)?.to_string()),
             Some(("frame.number", ">=")) => Some(frames.get(&w.parse().ok()?)?.to_string()),
@@ -513,15 +517,17 @@ mod tests {
         let conns = HashMap::from([(3, 0)]);
         let frames = HashMap::from([(120, 7)]);
         assert_eq!(
-            renumber_filter("tcp.stream eq 3 && http2.streamid eq 11", &conns, &frames)
-                .as_deref(),
+            renumber_filter("tcp.stream eq 3 && http2.streamid eq 11", &conns, &frames).as_deref(),
             Some("tcp.stream eq 0 && http2.streamid eq 11")
         );
         assert_eq!(
             renumber_filter("tcp.stream eq 3 && frame.number >= 120", &conns, &frames).as_deref(),
             Some("tcp.stream eq 0 && frame.number >= 7")
         );
-        assert_eq!(filter_frames("tcp.stream eq 3 && frame.number >= 120"), vec![120]);
+        assert_eq!(
+            filter_frames("tcp.stream eq 3 && frame.number >= 120"),
+            vec![120]
+        );
         assert_eq!(renumber_filter("tcp.stream eq 4", &conns, &frames), None);
     }
 
@@ -548,7 +554,9 @@ mod tests {
         }
         let mut r = CaptureReader::from_reader("mem".into(), io::Cursor::new(buf)).expect("open");
         let mut got = Vec::new();
-        r.for_each_packet(1, |p, _| got.push((p.ts_ns, p.link, p.data.len(), p.orig_len)));
+        r.for_each_packet(1, |p, _| {
+            got.push((p.ts_ns, p.link, p.data.len(), p.orig_len))
+        });
         assert_eq!(
             got,
             vec![

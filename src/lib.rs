@@ -7,7 +7,6 @@
 pub mod capture;
 pub mod cli;
 pub mod diagnose;
-pub mod extract;
 pub mod grpc;
 pub mod http1;
 pub mod http2;

@@ -351,6 +351,26 @@ impl<S: ExchangeSink> Analyzer<S> {
         self.flows.expire_idle(cutoff_ns, &mut self.state)
     }
 
+    /// Reports gRPC calls idle since `cutoff_ns` on connections that are
+    /// still busy with other calls (live capture).
+    pub fn expire_calls(&mut self, cutoff_ns: i64) -> usize {
+        let State { conns, out, .. } = &mut self.state;
+        let mut n = 0;
+        let mut ids: Vec<u64> = conns.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(Conn {
+                info,
+                proto: Proto::Http2 { calls, .. },
+                ..
+            }) = conns.get_mut(&id)
+            {
+                n += calls.expire(cutoff_ns, &mut |call| out.call(info, call, None));
+            }
+        }
+        n
+    }
+
     pub fn net_stats(&self) -> NetStats {
         self.flows.stats()
     }

@@ -73,6 +73,8 @@ pub enum Ending {
     Reset { by: Dir, code: u32 },
     /// The connection closed (or the capture ended) before the call did.
     ConnectionClosed,
+    /// No activity on the stream for the idle timeout (live capture).
+    Expired,
 }
 
 /// One gRPC call (one HTTP/2 stream), as seen on the wire.
@@ -494,6 +496,29 @@ impl CallTable {
         if let Some(call) = self.open.remove(&stream) {
             done(call);
         }
+    }
+
+    /// Hands over calls with no activity since `cutoff_ns` (a stuck call on
+    /// a connection that keeps carrying other traffic).
+    pub fn expire(&mut self, cutoff_ns: i64, done: &mut impl FnMut(Call)) -> usize {
+        let mut ids: Vec<u32> = self
+            .open
+            .iter()
+            .filter(|(_, c)| c.end_ts_ns.or(c.start_ts_ns).is_some_and(|t| t < cutoff_ns))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in &ids {
+            if let Some(mut call) = self.open.remove(id) {
+                call.request.finish();
+                call.response.finish();
+                if call.ending != Ending::Completed {
+                    call.ending = Ending::Expired;
+                }
+                done(call);
+            }
+        }
+        ids.len()
     }
 
     /// The connection ended: every open call is handed over, in stream order.

@@ -344,6 +344,7 @@ impl Session {
         let cutoff = unix_now_ns().saturating_sub(duration_ns(idle));
         self.analyzer.sink().rep.phase = Phase::Expiring(idle);
         self.counters.expired += self.analyzer.expire_idle(cutoff) as u64;
+        self.counters.expired += self.analyzer.expire_calls(cutoff) as u64;
         self.analyzer.sink().rep.phase = Phase::Running;
     }
 }

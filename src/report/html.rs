@@ -134,7 +134,11 @@ fn breakdown_table(out: &mut String, title: &str, key: &str, b: &Breakdown) {
         let _ = write!(
             out,
             r#"<tr{}><td>{name}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
-            if r.failures > 0 { r#" class="problem""# } else { "" },
+            if r.failures > 0 {
+                r#" class="problem""#
+            } else {
+                ""
+            },
             r.exchanges,
             r.failures,
             rate_cell(r.ratio())
@@ -179,7 +183,11 @@ fn example_html(out: &mut String, ex_data: &Example) {
             .unwrap_or_default()
     );
     if let Some(s) = &ex.start {
-        let _ = write!(out, "<dt>time</dt><dd>{}</dd>", escape_html(&timestamp_str(s)));
+        let _ = write!(
+            out,
+            "<dt>time</dt><dd>{}</dd>",
+            escape_html(&timestamp_str(s))
+        );
     }
     let _ = write!(
         out,
@@ -208,12 +216,19 @@ fn example_html(out: &mut String, ex_data: &Example) {
     }
     out.push_str("</dd>");
     if let Some(m) = &ex.status.message {
-        let _ = write!(out, "<dt>server message</dt><dd><pre>{}</pre></dd>", block(m));
+        let _ = write!(
+            out,
+            "<dt>server message</dt><dd><pre>{}</pre></dd>",
+            block(m)
+        );
     }
     let _ = write!(
         out,
         "<dt>Wireshark frames</dt><dd>request {}; response {}</dd>",
-        escape_html(&frame_list(&ex.request_frames, ex_data.request_frames_total)),
+        escape_html(&frame_list(
+            &ex.request_frames,
+            ex_data.request_frames_total
+        )),
         escape_html(&frame_list(
             &ex.response_frames,
             ex_data.response_frames_total
@@ -306,7 +321,11 @@ fn example_html(out: &mut String, ex_data: &Example) {
     }
     if !ex.output_filter.is_empty() {
         let names: Vec<String> = ex.output_filter.iter().map(|o| t(o)).collect();
-        let _ = write!(out, "<p>output_filter: <code>{}</code></p>", names.join(", "));
+        let _ = write!(
+            out,
+            "<p>output_filter: <code>{}</code></p>",
+            names.join(", ")
+        );
     }
     if !ex.notes.is_empty() {
         out.push_str("<p class=\"muted\">Notes:</p><ul>");
@@ -344,8 +363,18 @@ fn root_cause_html(out: &mut String, pm: &Postmortem, n: usize, rc: &RootCause) 
     let _ = write!(
         out,
         "<dt>first seen</dt><dd>{}</dd><dt>last seen</dt><dd>{}</dd>",
-        escape_html(&rc.first_seen.as_deref().map(timestamp_str).unwrap_or("–".into())),
-        escape_html(&rc.last_seen.as_deref().map(timestamp_str).unwrap_or("–".into()))
+        escape_html(
+            &rc.first_seen
+                .as_deref()
+                .map(timestamp_str)
+                .unwrap_or("–".into())
+        ),
+        escape_html(
+            &rc.last_seen
+                .as_deref()
+                .map(timestamp_str)
+                .unwrap_or("–".into())
+        )
     );
     let clients: Vec<String> = rc.clients.iter().map(|c| t(c)).collect();
     let _ = write!(
@@ -605,12 +634,7 @@ pub fn render(pm: &Postmortem) -> String {
         &pm.by_signature,
     );
     breakdown_table(&mut out, "Failure rate per method", "method", &pm.by_method);
-    breakdown_table(
-        &mut out,
-        "Failure rate per client",
-        "client",
-        &pm.by_client,
-    );
+    breakdown_table(&mut out, "Failure rate per client", "client", &pm.by_client);
     out.push_str("</div></section>");
 
     // Timeline.
@@ -701,8 +725,18 @@ pub fn render(pm: &Postmortem) -> String {
                 chip(&rc.category),
                 t(&group_title(rc)),
                 t(&rc.summary),
-                escape_html(&rc.first_seen.as_deref().map(timestamp_str).unwrap_or_default()),
-                escape_html(&rc.last_seen.as_deref().map(timestamp_str).unwrap_or_default()),
+                escape_html(
+                    &rc.first_seen
+                        .as_deref()
+                        .map(timestamp_str)
+                        .unwrap_or_default()
+                ),
+                escape_html(
+                    &rc.last_seen
+                        .as_deref()
+                        .map(timestamp_str)
+                        .unwrap_or_default()
+                ),
                 rc.clients.len()
             );
         }

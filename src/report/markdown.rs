@@ -34,8 +34,7 @@ pub fn escape_md(s: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '!' | '~' | '{' | '}' | '('
-            | ')' => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '!' | '~' | '{' | '}' | '(' | ')' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -107,7 +106,12 @@ fn breakdown_table(out: &mut String, title: &str, key: &str, b: &Breakdown) {
         ]);
     }
     if rows.is_empty() {
-        rows.push(vec!["none".into(), String::new(), String::new(), String::new()]);
+        rows.push(vec![
+            "none".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
     }
     table(
         out,
@@ -127,7 +131,8 @@ fn group_title(rc: &RootCause) -> String {
 }
 
 fn shape(s: Option<&[i64]>) -> String {
-    s.map(|d| code(&shape_string(d))).unwrap_or_else(|| "–".into())
+    s.map(|d| code(&shape_string(d)))
+        .unwrap_or_else(|| "–".into())
 }
 
 fn example_md(out: &mut String, e: &Example) {
@@ -309,11 +314,21 @@ fn root_cause_md(out: &mut String, pm: &Postmortem, n: usize, rc: &RootCause) {
         ),
         format!(
             "- first seen: {}",
-            escape_md(&rc.first_seen.as_deref().map(timestamp_str).unwrap_or("–".into()))
+            escape_md(
+                &rc.first_seen
+                    .as_deref()
+                    .map(timestamp_str)
+                    .unwrap_or("–".into())
+            )
         ),
         format!(
             "- last seen: {}",
-            escape_md(&rc.last_seen.as_deref().map(timestamp_str).unwrap_or("–".into()))
+            escape_md(
+                &rc.last_seen
+                    .as_deref()
+                    .map(timestamp_str)
+                    .unwrap_or("–".into())
+            )
         ),
     ];
     let clients: Vec<String> = rc.clients.iter().map(|c| escape_md(c)).collect();
@@ -552,8 +567,18 @@ pub fn render(pm: &Postmortem, images: &Images) -> String {
                     escape_md(&rc.category),
                     escape_md(&group_title(rc)),
                     escape_md(&rc.summary),
-                    escape_md(&rc.first_seen.as_deref().map(timestamp_str).unwrap_or_default()),
-                    escape_md(&rc.last_seen.as_deref().map(timestamp_str).unwrap_or_default()),
+                    escape_md(
+                        &rc.first_seen
+                            .as_deref()
+                            .map(timestamp_str)
+                            .unwrap_or_default(),
+                    ),
+                    escape_md(
+                        &rc.last_seen
+                            .as_deref()
+                            .map(timestamp_str)
+                            .unwrap_or_default(),
+                    ),
                     rc.clients.len().to_string(),
                 ]
             })
@@ -592,7 +617,10 @@ pub fn render(pm: &Postmortem, images: &Images) -> String {
     let rows: Vec<Vec<String>> = [
         ("packets", c.packets.to_string()),
         ("bytes captured", c.bytes.to_string()),
-        ("packets cut by the snaplen", c.truncated_packets.to_string()),
+        (
+            "packets cut by the snaplen",
+            c.truncated_packets.to_string(),
+        ),
         ("TCP connections", n.connections.to_string()),
         (
             "HTTP/2 · HTTP/1 · TLS · other connections",

@@ -5,9 +5,7 @@
 use std::fmt::Write as _;
 
 use super::html::escape_html as esc;
-use super::postmortem::{
-    self, Bucket, Latencies, Timeline, LATENCY_BUCKETS, UNDIAGNOSED,
-};
+use super::postmortem::{self, Bucket, Latencies, Timeline, LATENCY_BUCKETS, UNDIAGNOSED};
 
 /// Background of the timeline's plot area. No other element of a report has
 /// this colour, so a screenshot test can find the plot by it.
@@ -224,7 +222,11 @@ pub fn timeline_svg(t: &Timeline) -> Option<String> {
             continue;
         }
         let x = left + slot * i as f64 + (slot - bar_w) / 2.0;
-        let _ = write!(s, "<g><title>{}</title>", esc(&bar_title(*start, width_ns, b)));
+        let _ = write!(
+            s,
+            "<g><title>{}</title>",
+            esc(&bar_title(*start, width_ns, b))
+        );
         let mut acc = 0u64;
         let mut seg = |count: u64, color: &str, s: &mut String| {
             if count == 0 {
@@ -239,7 +241,11 @@ pub fn timeline_svg(t: &Timeline) -> Option<String> {
             acc += count;
         };
         for c in &categories {
-            seg(b.failed.get(c).copied().unwrap_or(0), category_color(c), &mut s);
+            seg(
+                b.failed.get(c).copied().unwrap_or(0),
+                category_color(c),
+                &mut s,
+            );
         }
         seg(b.ok, OK_COLOR, &mut s);
         s.push_str("</g>");
@@ -446,7 +452,10 @@ pub fn latency_svg(l: &Latencies) -> Option<String> {
             esc(&h.quantile(0.5).map(postmortem::latency).unwrap_or_default()),
             left - 8.0,
             y0 + 50.0,
-            esc(&h.quantile(0.99).map(postmortem::latency).unwrap_or_default()),
+            esc(&h
+                .quantile(0.99)
+                .map(postmortem::latency)
+                .unwrap_or_default()),
         );
         let _ = write!(
             s,

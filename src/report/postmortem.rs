@@ -149,7 +149,10 @@ impl Timeline {
             self.undated += 1;
             return;
         };
-        let b = self.buckets.entry(ts.div_euclid(self.width_ns)).or_default();
+        let b = self
+            .buckets
+            .entry(ts.div_euclid(self.width_ns))
+            .or_default();
         match category {
             None => b.ok += 1,
             Some(c) => *b.failed.entry(c).or_default() += 1,
@@ -183,7 +186,10 @@ impl Timeline {
             let factor = next / self.width_ns;
             let old = std::mem::take(&mut self.buckets);
             for (k, b) in old {
-                self.buckets.entry(k.div_euclid(factor)).or_default().merge(&b);
+                self.buckets
+                    .entry(k.div_euclid(factor))
+                    .or_default()
+                    .merge(&b);
             }
             self.width_ns = next;
         }
@@ -945,7 +951,11 @@ pub fn tensor_rows(example: &Example) -> Vec<TensorRow> {
                 sent_values: None,
                 expected_dtype: s.dtype.clone(),
                 expected_shape: s.shape.clone(),
-                check: if has_default { Check::Ok } else { Check::Missing },
+                check: if has_default {
+                    Check::Ok
+                } else {
+                    Check::Missing
+                },
                 at_fault: fault == Some(s.alias.as_str()),
             });
         }
@@ -1055,7 +1065,11 @@ pub fn parse_interval(s: &str) -> Result<i64, String> {
         "m" | "min" => 60e9,
         "h" => 3600e9,
         "d" => 86_400e9,
-        u => return Err(format!("unknown unit '{u}' in '{s}' (ns, us, ms, s, m, h, d)")),
+        u => {
+            return Err(format!(
+                "unknown unit '{u}' in '{s}' (ns, us, ms, s, m, h, d)"
+            ))
+        }
     };
     let ns = n * scale;
     if !(ns >= 1.0 && ns < 1e18) {
@@ -1153,10 +1167,7 @@ pub fn analyze_files(
 }
 
 /// Builds the postmortem of capture files.
-pub fn postmortem(
-    source: &SourceArgs,
-    interval_ns: Option<i64>,
-) -> Result<Postmortem, RunError> {
+pub fn postmortem(source: &SourceArgs, interval_ns: Option<i64>) -> Result<Postmortem, RunError> {
     let book = crate::load_book(&source.model_dirs, &source.signature_files)?;
     let mut pm = Postmortem::new(interval_ns);
     let a = analyze_files(&source.captures, source.config(), book, |ex| pm.add(&ex))?;
@@ -1319,7 +1330,16 @@ mod tests {
         let rows = b.rows();
         assert_eq!(rows.len(), MAX_BREAKDOWN_ROWS + 1);
         assert_eq!(rows.last().map(|r| r.0), Some(OTHER_ROW));
-        assert_eq!(rows[0], ("m0", Rate { exchanges: 2, failures: 2 }));
+        assert_eq!(
+            rows[0],
+            (
+                "m0",
+                Rate {
+                    exchanges: 2,
+                    failures: 2
+                }
+            )
+        );
     }
 
     #[test]
@@ -1344,9 +1364,15 @@ mod tests {
         assert_eq!(latency(8.582), "8.58 ms");
         assert_eq!(percent(0.5), "50 %");
         assert_eq!(percent(0.0123), "1.2 %");
-        assert_eq!(visible("a\u{1b}[31m\u{202e}b\nc", false), "a\\u{1b}[31m\\u{202e}b\\nc");
+        assert_eq!(
+            visible("a\u{1b}[31m\u{202e}b\nc", false),
+            "a\\u{1b}[31m\\u{202e}b\\nc"
+        );
         assert_eq!(visible("x\n\ty", true), "x\n\ty");
-        assert_eq!(timestamp(1_795_788_184_123_456_789), "2026-11-27 14:03:04.123 UTC");
+        assert_eq!(
+            timestamp(1_795_788_184_123_456_789),
+            "2026-11-27 14:03:04.123 UTC"
+        );
         assert_eq!(frame_list(&[1, 2], 2), "1, 2");
     }
 }

@@ -348,6 +348,14 @@ impl Exchange {
                 status.reset = Some("connection closed before the response ended".to_string());
                 notes.push("no end of response seen".to_string());
             }
+            Ending::Expired => {
+                complete = false;
+                status.reset = Some("no response within the idle timeout".to_string());
+                notes.push(
+                    "reported when the idle timeout expired; the response may still come"
+                        .to_string(),
+                );
+            }
         }
 
         let latency_ms = match (call.start_ts_ns, call.end_ts_ns) {
