@@ -29,6 +29,10 @@ pub enum Command {
     /// Capture from a network interface and explain failures as they happen
     /// (needs a build with --features live).
     Live(crate::live::LiveArgs),
+    /// Write a postmortem report (self-contained HTML, or Markdown) of captures.
+    Report(crate::report::postmortem::ReportArgs),
+    /// Write the packets of the failed exchanges' connections to a new pcapng.
+    Extract(crate::extract::ExtractArgs),
 }
 
 #[derive(Debug, clap::Args)]

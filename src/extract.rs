@@ -458,13 +458,18 @@ pub fn run_extract(args: ExtractArgs) -> Result<u8, RunError> {
     let mut err = io::stderr().lock();
     let _ = writeln!(
         err,
-        "tfwire: {} of {} failed exchanges matched; wrote {} of {} packets ({} TCP connection{}) to {name}",
+        "tfwire: {} of {} failed exchanges matched; wrote {} of {} packets ({} TCP connection{}) to {name}{}",
         x.selected,
         x.failures,
         x.packets_written,
         x.packets_read,
         x.connections.len(),
         if x.connections.len() == 1 { "" } else { "s" },
+        if x.listed.is_empty() {
+            ""
+        } else {
+            "; their display filters there:"
+        }
     );
     if x.packets_unwritable > 0 {
         let _ = writeln!(
@@ -480,7 +485,7 @@ pub fn run_extract(args: ExtractArgs) -> Result<u8, RunError> {
     for s in &x.listed {
         let _ = writeln!(
             err,
-            "  #{} {} {} {}: in the output {}",
+            "  #{} {} {} {}: {}{}",
             s.id,
             escape_for_terminal(s.request_id.as_deref().unwrap_or("-")),
             s.category,
@@ -488,7 +493,12 @@ pub fn run_extract(args: ExtractArgs) -> Result<u8, RunError> {
             s.new_filter
                 .as_deref()
                 .map(escape_for_terminal)
-                .unwrap_or_else(|| "?".into())
+                .unwrap_or_else(|| "?".into()),
+            match s.new_request_frames.as_slice() {
+                [] => String::new(),
+                [f] => format!(" (request frame {f})"),
+                [f, .., l] => format!(" (request frames {f}–{l})"),
+            }
         );
     }
     if x.selected > x.listed.len() as u64 {

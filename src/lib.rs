@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod cli;
 pub mod diagnose;
+pub mod extract;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
@@ -290,6 +291,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         },
         cli::Command::Signature(args) => show_signatures(&args, &mut io::stdout().lock()),
         cli::Command::Live(args) => live::run(args),
+        cli::Command::Report(args) => report::postmortem::run_report(args),
+        cli::Command::Extract(args) => extract::run_extract(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -9,4 +9,5 @@ mod http2;
 mod live;
 mod midconn;
 mod reassembly;
+mod report;
 mod rest;

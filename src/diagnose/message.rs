@@ -198,7 +198,353 @@ pub enum Finding {
         method: String,
         path: String,
     },
+    /// A message whose meaning is fixed (the catalogue below): its category,
+    /// what it means, how to fix it, and the input or feature it names.
+    Known {
+        category: &'static str,
+        summary: String,
+        fix: String,
+        input: Option<String>,
+    },
     Other,
+}
+
+fn known(
+    category: &'static str,
+    summary: impl Into<String>,
+    fix: impl Into<String>,
+    input: Option<&str>,
+) -> Finding {
+    Finding::Known {
+        category,
+        summary: summary.into(),
+        fix: fix.into(),
+        input: input.map(str::to_string),
+    }
+}
+
+/// Messages of TFSERVING.md §3 that need no request or signature to explain.
+fn catalogue(t: &str) -> Option<Finding> {
+    // tf.Example parsing (Classify / Regress):
+    // `Name: n, Key: f, Index: i.  Data types don't match. …`
+    let feature = between(t, "Key: ", ",").map(str::trim);
+    if t.contains("Data types don't match.") {
+        let got = between(t, "Data type: ", " but").unwrap_or("?");
+        let want = after(t, "expected type: ").unwrap_or("?").trim();
+        return Some(known(
+            "dtype_mismatch",
+            format!(
+                "tf.Example feature '{}' holds {got} values; the model parses it as {want}",
+                feature.unwrap_or("?")
+            ),
+            format!("write the feature as a {want} list (float_list / int64_list / bytes_list) in every tf.Example"),
+            feature,
+        ));
+    }
+    if t.contains("values != expected.") {
+        return Some(known(
+            "shape_mismatch",
+            format!(
+                "tf.Example feature '{}' has the wrong number of values: {}",
+                feature.unwrap_or("?"),
+                after(t, "Values size: ").unwrap_or("").trim()
+            ),
+            "give the feature exactly the number of values its FixedLenFeature shape declares",
+            feature,
+        ));
+    }
+    if t.contains("is required but could not be found") {
+        let f = between(t, "Feature: ", " (").map(str::trim);
+        return Some(known(
+            "missing_input",
+            format!(
+                "tf.Example feature '{}' is required but missing",
+                f.unwrap_or("?")
+            ),
+            "add the feature to every tf.Example (or give it a default_value in the parsing spec)",
+            f,
+        ));
+    }
+    if t == "Input is empty." {
+        return Some(known(
+            "other",
+            "the request holds no tf.Examples",
+            "send at least one example in input.example_list",
+            None,
+        ));
+    }
+    if t.starts_with("Could not parse example input") {
+        return Some(known(
+            "malformed_tensor",
+            "a serialized tf.Example in the request does not parse",
+            "serialize examples with tf.train.Example(...).SerializeToString()",
+            None,
+        ));
+    }
+    // MultiInference (multi_inference.cc).
+    if t.starts_with("Found ModelSpec with an empty model name")
+        || t.starts_with("ModelSpec has no name specified")
+    {
+        return Some(known(
+            "other",
+            "a model_spec has no model name",
+            "set model_spec.name (in every task of a MultiInference request)",
+            None,
+        ));
+    }
+    if t.starts_with("All ModelSpecs in a MultiInferenceRequest must access the same model name") {
+        return Some(known(
+            "other",
+            "the tasks of a MultiInference request name different models",
+            "send one MultiInference request per model",
+            None,
+        ));
+    }
+    if let Some(s) = t.strip_prefix("Duplicate evaluation of signature: ") {
+        return Some(known(
+            "other",
+            format!(
+                "signature '{}' is evaluated twice in one MultiInference request",
+                s.trim()
+            ),
+            "list each signature once in tasks",
+            None,
+        ));
+    }
+    if let Some(m) = t
+        .strip_prefix("Unrecognized signature method_name: ")
+        .or_else(|| t.strip_prefix("Unsupported signature method_name: "))
+    {
+        return Some(known(
+            "wrong_signature_method",
+            format!(
+                "MultiInference supports classify and regress signatures only; this task's signature has method {}",
+                m.trim()
+            ),
+            "use Predict for predict signatures; MultiInference tasks must name classify or regress signatures",
+            None,
+        ));
+    }
+    if t.starts_with("Expected one input Tensor.")
+        || t.starts_with("Expected one or two output Tensors")
+        || t.starts_with("Expected one output Tensor.")
+    {
+        return Some(known(
+            "server_error",
+            format!("the model's classify/regress signature is malformed: {t}"),
+            "re-export the model with signatures built by classification_signature_def / regression_signature_def",
+            None,
+        ));
+    }
+    if let Some(rest) = t.strip_prefix("Inputs contains invalid name. Used request inputs: ") {
+        // `Used request inputs: a,b, request input: a,b,z`
+        let (used, sent) = rest.split_once(", request input: ").unwrap_or((rest, ""));
+        let used = names(used);
+        let extra = names(sent).into_iter().find(|n| !used.contains(n));
+        return Some(known(
+            "unknown_input_alias",
+            format!(
+                "input '{}' is not in the signature",
+                extra.as_deref().unwrap_or("?")
+            ),
+            "remove the input, or rename it to an alias of the signature",
+            extra.as_deref(),
+        ));
+    }
+    if let Some(rest) =
+        t.strip_prefix("output_filter contains non-existed output names. output_filter: ")
+    {
+        let listed = names(rest);
+        return Some(known(
+            "unknown_output_alias",
+            format!(
+                "output_filter names outputs the signature does not have: {}",
+                rest.trim()
+            ),
+            "request only outputs the signature lists, or leave output_filter empty",
+            listed.first().map(String::as_str),
+        ));
+    }
+    if t.contains("from different tasks have different shapes and padding is turned off") {
+        let name = between(t, "Tensors with name '", "'");
+        return Some(known(
+            "shape_mismatch",
+            format!(
+                "requests batched together by the server send input '{}' with different shapes, and batch padding is off",
+                name.unwrap_or("?")
+            ),
+            "send the same shape (pad on the client), or enable pad_variable_length_inputs in the server's batching config",
+            name,
+        ));
+    }
+    if t.starts_with("ConcatOp : ") || t.starts_with("Must provide as many biases") {
+        return Some(known(
+            "shape_mismatch",
+            format!("the model could not combine the request's tensors: {t}"),
+            "compare the request's shapes with the signature (GetModelMetadata, or saved_model_cli show)",
+            None,
+        ));
+    }
+    if t.starts_with("filter must be 4-dimensional") {
+        return Some(known(
+            "server_error",
+            format!("the model's own weights have an unexpected shape: {t}"),
+            "a model problem, not a request problem: check the export",
+            None,
+        ));
+    }
+    // REST body and URL problems.
+    if t.starts_with("Encountered list at unexpected level")
+        || t.contains("found at incorrect level")
+    {
+        return Some(known(
+            "shape_mismatch",
+            format!("the JSON nesting does not match the input's rank: {t}"),
+            "nest the JSON lists exactly as deep as the input's rank (in row format, one level less per row)",
+            None,
+        ));
+    }
+    if t.contains("not formatted correctly for base64 data")
+        || t.starts_with("Unable to base64 decode")
+    {
+        return Some(known(
+            "wrong_format",
+            format!("a {{\"b64\": …}} value is malformed: {t}"),
+            "send {\"b64\": \"<standard base64>\"} with exactly that one key",
+            None,
+        ));
+    }
+    if let Some(rest) = t.strip_prefix("Conversion of JSON Value: ") {
+        return Some(known(
+            "other",
+            format!("TF Serving's REST API cannot convert JSON to this input's dtype ({rest})"),
+            "use the gRPC API for half, bfloat16 and complex inputs",
+            None,
+        ));
+    }
+    if t.starts_with("Tensor name: ")
+        && (t.contains("has inconsistent batch size") || t.contains("has no shape information"))
+    {
+        return Some(known(
+            "wrong_format",
+            format!("the outputs cannot be written in row format: {t}"),
+            "send the request in columnar format ({\"inputs\": …}); the response then comes as {\"outputs\": …}",
+            None,
+        ));
+    }
+    if t.starts_with("Failed to write JSON value for tensor type") {
+        return Some(known(
+            "server_error",
+            format!("the server cannot write an output as JSON: {t}"),
+            "use the gRPC API for this model's outputs",
+            None,
+        ));
+    }
+    if t.contains("'signature_name' key must be a string value") {
+        return Some(known(
+            "wrong_format",
+            "signature_name is not a JSON string",
+            "send \"signature_name\": \"serving_default\"",
+            None,
+        ));
+    }
+    if t.starts_with("Example must be JSON object")
+        || t.contains("key 'examples' is expected and was not found")
+        || t.contains("Expecting 'examples' value to be an list")
+        || t.contains("'examples' value is an empty array")
+    {
+        return Some(known(
+            "wrong_format",
+            format!("the classify/regress body is not in the expected layout: {t}"),
+            "send {\"examples\": [{\"feature\": value, …}, …]}",
+            None,
+        ));
+    }
+    if let Some(f) = between(t, "Feature: ", " has element with unexpected JSON type")
+        .or_else(|| between(t, "Unexpected element type in feature: ", " "))
+    {
+        return Some(known(
+            "dtype_mismatch",
+            format!("tf.Example feature '{f}' has values of the wrong JSON type: {t}"),
+            "send numbers for float/int64 features and strings (or {\"b64\": …}) for bytes features",
+            Some(f),
+        ));
+    }
+    if let Some(f) = between(t, "Feature: ", " has uint64_t element") {
+        return Some(known(
+            "dtype_mismatch",
+            format!("tf.Example feature '{f}' has an integer beyond int64"),
+            "keep integer features within int64",
+            Some(f),
+        ));
+    }
+    if t.starts_with("Origin header is missing in CORS preflight") {
+        return Some(known(
+            "other",
+            "a CORS preflight (OPTIONS) without an Origin header",
+            "send an Origin header with OPTIONS requests",
+            None,
+        ));
+    }
+    if t.starts_with("Missing model name in request.") {
+        return Some(known(
+            "other",
+            "the URL names no model",
+            "GET /v1/models/<model>",
+            None,
+        ));
+    }
+    if t.starts_with("Both model version") && t.contains("cannot be supplied") {
+        return Some(known(
+            "other",
+            "the URL has both a version and a label",
+            "use /versions/<n> or /labels/<label>, not both",
+            None,
+        ));
+    }
+    if t.starts_with("Failed to convert version: ")
+        || t.starts_with("Failed to decode model name:")
+        || t.starts_with("Failed to decode model version label:")
+    {
+        return Some(known(
+            "other",
+            format!("the URL cannot be decoded: {t}"),
+            "percent-encode model names and labels; versions are decimal numbers",
+            None,
+        ));
+    }
+    // Server state.
+    if t.starts_with("Model labels does not init yet")
+        || t.starts_with("Session was not created with a graph before Run()")
+        || t.starts_with("Predict internal error")
+    {
+        return Some(known(
+            "server_error",
+            format!("the server is not ready or failed internally: {t}"),
+            "a server-side problem: check the model's load state (GetModelStatus) and the server log; retry later",
+            None,
+        ));
+    }
+    if let Some(f) = t
+        .strip_prefix("Metadata field ")
+        .and_then(|r| r.strip_suffix(" is not supported"))
+    {
+        return Some(known(
+            "other",
+            format!("GetModelMetadata field '{f}' is not supported; only \"signature_def\" is"),
+            "request.metadata_field.append(\"signature_def\")",
+            None,
+        ));
+    }
+    if t.starts_with("GetModelMetadataRequest must specify at least one metadata_field") {
+        return Some(known(
+            "other",
+            "GetModelMetadata must ask for metadata_field \"signature_def\", the only field TF Serving supports",
+            "request.metadata_field.append(\"signature_def\")",
+            None,
+        ));
+    }
+    None
 }
 
 /// Splits `a,b,c` (TF's joined key sets) into names.
@@ -269,6 +615,9 @@ pub fn parse(text: &str) -> Finding {
         if f != Finding::Other {
             return f;
         }
+    }
+    if let Some(f) = catalogue(t) {
+        return f;
     }
     if let Some(rest) = t.strip_prefix("Expects arg[") {
         if let (Some(i), Some(want), Some(got)) = (
@@ -812,6 +1161,62 @@ mod tests {
                 name: "Placeholder_1".into()
             }
         );
+    }
+
+    /// Every message of the TFSERVING.md §3 catalogue maps to its category.
+    #[test]
+    fn catalogue_messages() {
+        let cat = |m: &str| match p(m) {
+            Finding::Known {
+                category, input, ..
+            } => (category, input),
+            other => panic!("{m}: {other:?}"),
+        };
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("Name: <unknown>, Key: age, Index: 0.  Data types don't match. Data type: int64 but expected type: float", "dtype_mismatch", Some("age")),
+            ("Name: <unknown>, Key: f, Index: 0.  Number of float values != expected.  Values size: 3 but output shape: [4]", "shape_mismatch", Some("f")),
+            ("Name: <unknown>, Feature: zip (data type: int64) is required but could not be found.", "missing_input", Some("zip")),
+            ("Input is empty.", "other", None),
+            ("Could not parse example input, value: 'abc'", "malformed_tensor", None),
+            ("Found ModelSpec with an empty model name.", "other", None),
+            ("All ModelSpecs in a MultiInferenceRequest must access the same model name.", "other", None),
+            ("Duplicate evaluation of signature: classify", "other", None),
+            ("Unrecognized signature method_name: tensorflow/serving/predict", "wrong_signature_method", None),
+            ("Unsupported signature method_name: foo", "wrong_signature_method", None),
+            ("Expected one input Tensor.", "server_error", None),
+            ("Expected one or two output Tensors, found 3", "server_error", None),
+            ("Inputs contains invalid name. Used request inputs: a,b, request input: a,b,z", "unknown_input_alias", Some("z")),
+            ("output_filter contains non-existed output names. output_filter: a,b", "unknown_output_alias", Some("a")),
+            ("Tensors with name 'x' from different tasks have different shapes and padding is turned off. Set pad_variable_length_inputs to true", "shape_mismatch", Some("x")),
+            ("ConcatOp : Dimension 1 in both shapes must be equal: shape[0] = [1,2] vs. shape[1] = [1,3]", "shape_mismatch", None),
+            ("Must provide as many biases as the last dimension of the input tensor: [10] vs. [1,12]", "shape_mismatch", None),
+            ("filter must be 4-dimensional: [3,3,3]", "server_error", None),
+            ("Encountered list at unexpected level: 2 expected < 2", "shape_mismatch", None),
+            ("JSON Value: 1.0 found at incorrect level: 2 in the JSON DOM. Expected at level: 1", "shape_mismatch", None),
+            ("JSON Value: {\"b64\":1} not formatted correctly for base64 data", "wrong_format", None),
+            ("Unable to base64 decode", "wrong_format", None),
+            ("Conversion of JSON Value: 1.0 to type: half", "other", None),
+            ("Tensor name: out has inconsistent batch size: 2 expecting: 1", "wrong_format", None),
+            ("Tensor name: out has no shape information ", "wrong_format", None),
+            ("Failed to write JSON value for tensor type: variant", "server_error", None),
+            ("JSON Value: {} not formatted correctly. 'signature_name' key must be a string value.", "wrong_format", None),
+            ("Example must be JSON object but got JSON Array", "wrong_format", None),
+            ("JSON Value: {} When method is classify, key 'examples' is expected and was not found", "wrong_format", None),
+            ("Feature: age has element with unexpected JSON type: String", "dtype_mismatch", Some("age")),
+            ("Feature: big has uint64_t element. Only int64_t is supported.", "dtype_mismatch", Some("big")),
+            ("Origin header is missing in CORS preflight", "other", None),
+            ("Missing model name in request.", "other", None),
+            ("Both model version (1) and model version label (stable) cannot be supplied.", "other", None),
+            ("Failed to convert version: 99999999999999999999 to numeric.", "other", None),
+            ("Model labels does not init yet.stable", "server_error", None),
+            ("Session was not created with a graph before Run()!", "server_error", None),
+            ("Predict internal error", "server_error", None),
+            ("Metadata field foo is not supported", "other", None),
+            ("GetModelMetadataRequest must specify at least one metadata_field", "other", None),
+        ];
+        for (m, category, input) in cases {
+            assert_eq!(cat(m), (*category, input.map(str::to_string)), "{m}");
+        }
     }
 
     #[test]

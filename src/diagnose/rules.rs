@@ -601,6 +601,24 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
             d.confidence = Confidence::Certain;
             d
         }
+        Finding::Known {
+            category,
+            summary,
+            fix,
+            input,
+        } => {
+            let mut d = c.diag(category, summary, fix);
+            if let Some(name) = &input {
+                d.sent_dtype = c.input(name).and_then(|t| t.dtype).map(str::to_string);
+                d.sent_shape = c.input(name).and_then(|t| t.shape.clone());
+                d.expected_dtype = c.spec(name).and_then(|s| s.dtype.clone());
+                d.expected_shape = c.spec(name).and_then(|s| s.shape.clone());
+            }
+            d.evidence = c.evidence(false, &[]);
+            d.input = input;
+            d.confidence = Confidence::Certain;
+            d
+        }
         Finding::Other => return None,
     })
 }
@@ -1239,20 +1257,6 @@ fn fallback(c: &Ctx<'_>) -> Diagnosis {
             Confidence::Likely
         };
         return d;
-    }
-    if let Some(m) = c.server.as_deref() {
-        if m.starts_with("GetModelMetadataRequest must specify at least one metadata_field")
-            || (m.starts_with("Metadata field ") && m.ends_with(" is not supported"))
-        {
-            let mut d = c.diag(
-                "other",
-                "GetModelMetadata must ask for metadata_field \"signature_def\", the only field TF Serving supports".into(),
-                "request.metadata_field.append(\"signature_def\")".into(),
-            );
-            d.evidence = c.evidence(false, &[]);
-            d.confidence = Confidence::Certain;
-            return d;
-        }
     }
     // REST URLs the server could not route or convert (an HTML 404 page, or
     // a 400 with an empty body).

@@ -74,8 +74,30 @@ pub fn load_model_dir(arg: &str) -> Result<Vec<Loaded>, String> {
         .collect();
     versions.sort();
     if versions.is_empty() {
+        // A model base path holding several models (TF Serving's
+        // --model_config_file layout): load each model directory in it.
+        if name.is_none() {
+            let mut all = Vec::new();
+            let mut subdirs: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            subdirs.sort();
+            for sub in subdirs {
+                if let Some(s) = sub.to_str() {
+                    if let Ok(mut loaded) = load_model_dir(s) {
+                        all.append(&mut loaded);
+                    }
+                }
+            }
+            if !all.is_empty() {
+                return Ok(all);
+            }
+        }
         return Err(format!(
-            "{}: no saved_model.pb here or in numbered version subdirectories",
+            "{}: no saved_model.pb here, in numbered version subdirectories, or in model directories",
             dir.display()
         ));
     }

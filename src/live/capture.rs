@@ -344,7 +344,9 @@ impl Session {
         let cutoff = unix_now_ns().saturating_sub(duration_ns(idle));
         self.analyzer.sink().rep.phase = Phase::Expiring(idle);
         self.counters.expired += self.analyzer.expire_idle(cutoff) as u64;
-        self.counters.expired += self.analyzer.expire_calls(cutoff) as u64;
+        // Stuck calls on connections still busy with others: reported, but
+        // not counted as expired connections.
+        self.analyzer.expire_calls(cutoff);
         self.analyzer.sink().rep.phase = Phase::Running;
     }
 }

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 use super::plot;
 use super::postmortem::{
-    self, call_target, frame_list, frames_filter, percent, tensor_rows, timestamp, timestamp_str,
-    visible, Breakdown, Example, Postmortem, OTHER_ROW,
+    self, call_target, clip, frame_list, frames_filter, group_title, percent, tensor_rows,
+    timestamp_str, visible, Breakdown, Example, Postmortem, OTHER_ROW,
 };
 use super::summary::RootCause;
 use crate::tfserving::dtype::shape_string;
@@ -67,6 +67,8 @@ h4 { font-size: 14px; margin: 16px 0 6px; }
 @media (max-width: 900px) { .grid2 { grid-template-columns: 1fr; } }
 table { border-collapse: collapse; width: 100%; margin: 6px 0 10px; }
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #e3e7ec; vertical-align: top; }
+td.name, h3, dd, li, .explain, .fix { overflow-wrap: anywhere; }
+td.time { white-space: nowrap; }
 th { background: #eef1f4; font-weight: 600; font-size: 13px; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.problem td { background: #fdecea; }
@@ -133,7 +135,7 @@ fn breakdown_table(out: &mut String, title: &str, key: &str, b: &Breakdown) {
         };
         let _ = write!(
             out,
-            r#"<tr{}><td>{name}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
+            r#"<tr{}><td class="name">{name}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
             if r.failures > 0 {
                 r#" class="problem""#
             } else {
@@ -155,15 +157,6 @@ fn breakdown_table(out: &mut String, title: &str, key: &str, b: &Breakdown) {
         );
     }
     out.push_str("</tbody></table></div>");
-}
-
-fn group_title(rc: &RootCause) -> String {
-    let mut s = rc.model.clone().unwrap_or_else(|| "unknown model".into());
-    if let Some(sig) = &rc.signature {
-        s.push('/');
-        s.push_str(sig);
-    }
-    s
 }
 
 fn shape_or_dash(s: Option<&[i64]>) -> String {
@@ -201,9 +194,11 @@ fn example_html(out: &mut String, ex_data: &Example) {
     );
     let _ = write!(
         out,
-        "<dt>call</dt><dd>{} <code>{}</code></dd>",
+        "<dt>call</dt><dd>{}{}</dd>",
         t(ex.method.as_deref().unwrap_or("unknown method")),
-        t(&call_target(ex))
+        call_target(ex)
+            .map(|c| format!(" <code>{}</code>", t(&c)))
+            .unwrap_or_default()
     );
     let status = match (ex.status.grpc_status, ex.status.http_status) {
         (Some(s), _) => s.to_string(),
@@ -270,7 +265,7 @@ fn example_html(out: &mut String, ex_data: &Example) {
             };
             let _ = write!(
                 out,
-                "<tr{class}><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr{class}><td class=\"name\"><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 t(if r.alias.is_empty() { "(no alias)" } else { &r.alias }),
                 t(r.sent_dtype.as_deref().unwrap_or("–")),
                 escape_html(&shape_or_dash(r.sent_shape.as_deref())),
@@ -432,6 +427,23 @@ fn quality_html(out: &mut String, pm: &Postmortem) {
     let p = &s.protocols;
     // (what, value, is it a problem, what it means)
     let rows: Vec<(&str, String, bool, &str)> = vec![
+        ("capture files", c.files.len().to_string(), false, ""),
+        (
+            "first · last packet",
+            format!(
+                "{} · {}",
+                c.first_packet
+                    .as_deref()
+                    .map(timestamp_str)
+                    .unwrap_or("–".into()),
+                c.last_packet
+                    .as_deref()
+                    .map(timestamp_str)
+                    .unwrap_or("–".into())
+            ),
+            false,
+            "",
+        ),
         ("packets", c.packets.to_string(), false, ""),
         ("bytes captured", c.bytes.to_string(), false, ""),
         (
@@ -574,18 +586,10 @@ pub fn render(pm: &Postmortem) -> String {
 
     // Overview.
     out.push_str(r#"<section id="overview"><h2>Overview</h2><div class="cards">"#);
-    let range = match (pm.first_exchange_ns, pm.last_exchange_ns) {
-        (Some(a), Some(b)) => format!(
-            "{}<br>to {}",
-            escape_html(&timestamp(a)),
-            escape_html(&timestamp(b))
-        ),
-        _ => "no timestamps".to_string(),
-    };
-    let span = match (pm.first_exchange_ns, pm.last_exchange_ns) {
-        (Some(a), Some(b)) => postmortem::duration(b - a),
-        _ => "–".into(),
-    };
+    let (span, range) = pm
+        .time_range()
+        .unwrap_or_else(|| ("–".into(), "no timestamps".into()));
+    let range = escape_html(&range);
     let _ = write!(
         out,
         r#"<div class="card"><div class="k">time range</div><div class="v">{}</div><div class="d">{range}</div></div>"#,
@@ -720,23 +724,13 @@ pub fn render(pm: &Postmortem) -> String {
             };
             let _ = write!(
                 out,
-                r#"<tr><td class="n">{link}</td><td class="n">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="n">{}</td></tr>"#,
+                r#"<tr><td class="n">{link}</td><td class="n">{}</td><td>{}</td><td class="name">{}</td><td class="name">{}</td><td class="time">{}</td><td class="time">{}</td><td class="n">{}</td></tr>"#,
                 rc.count,
                 chip(&rc.category),
                 t(&group_title(rc)),
-                t(&rc.summary),
-                escape_html(
-                    &rc.first_seen
-                        .as_deref()
-                        .map(timestamp_str)
-                        .unwrap_or_default()
-                ),
-                escape_html(
-                    &rc.last_seen
-                        .as_deref()
-                        .map(timestamp_str)
-                        .unwrap_or_default()
-                ),
+                t(&clip(&rc.summary, 240)),
+                escape_html(&pm.seen(rc.first_seen.as_deref())),
+                escape_html(&pm.seen(rc.last_seen.as_deref())),
                 rc.clients.len()
             );
         }

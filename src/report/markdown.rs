@@ -6,8 +6,8 @@
 use std::fmt::Write as _;
 
 use super::postmortem::{
-    self, call_target, frame_list, frames_filter, percent, tensor_rows, timestamp, timestamp_str,
-    visible, Breakdown, Example, Postmortem, OTHER_ROW,
+    self, call_target, clip, frame_list, frames_filter, group_title, percent, tensor_rows,
+    timestamp, timestamp_str, visible, Breakdown, Example, Postmortem, OTHER_ROW,
 };
 use super::summary::RootCause;
 use crate::tfserving::dtype::shape_string;
@@ -28,13 +28,22 @@ pub struct Images {
 /// entities for HTML, line breaks as spaces.
 pub fn escape_md(s: &str) -> String {
     let s = visible(s, false);
+    let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
+    for (i, &c) in chars.iter().enumerate() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '!' | '~' | '{' | '}' | '(' | ')' => {
+            // An underscore inside a word cannot start or end emphasis
+            // (CommonMark flanking rules): `token_type_ids` stays readable.
+            '_' if i > 0
+                && chars[i - 1].is_alphanumeric()
+                && chars.get(i + 1).is_some_and(|n| n.is_alphanumeric()) =>
+            {
+                out.push('_')
+            }
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '~' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -121,15 +130,6 @@ fn breakdown_table(out: &mut String, title: &str, key: &str, b: &Breakdown) {
     );
 }
 
-fn group_title(rc: &RootCause) -> String {
-    let mut s = rc.model.clone().unwrap_or_else(|| "unknown model".into());
-    if let Some(sig) = &rc.signature {
-        s.push('/');
-        s.push_str(sig);
-    }
-    s
-}
-
 fn shape(s: Option<&[i64]>) -> String {
     s.map(|d| code(&shape_string(d)))
         .unwrap_or_else(|| "–".into())
@@ -159,9 +159,11 @@ fn example_md(out: &mut String, e: &Example) {
         }
     ));
     facts.push(format!(
-        "- call: {} {}",
+        "- call: {}{}",
         escape_md(ex.method.as_deref().unwrap_or("unknown method")),
-        escape_md(&call_target(ex))
+        call_target(ex)
+            .map(|c| format!(" {}", escape_md(&c)))
+            .unwrap_or_default()
     ));
     let status = match (ex.status.grpc_status, ex.status.http_status) {
         (Some(s), _) => s.to_string(),
@@ -393,14 +395,9 @@ pub fn render(pm: &Postmortem, images: &Images) -> String {
     );
 
     out.push_str("## Overview\n\n");
-    let range = match (pm.first_exchange_ns, pm.last_exchange_ns) {
-        (Some(a), Some(b)) => format!(
-            "{} to {} ({})",
-            timestamp(a),
-            timestamp(b),
-            postmortem::duration(b - a)
-        ),
-        _ => "no timestamps".into(),
+    let range = match pm.time_range() {
+        Some((span, range)) => format!("{span}: {range}"),
+        None => "no timestamps".into(),
     };
     let clients = pm.by_client.rows();
     table(
@@ -566,19 +563,9 @@ pub fn render(pm: &Postmortem, images: &Images) -> String {
                     rc.count.to_string(),
                     escape_md(&rc.category),
                     escape_md(&group_title(rc)),
-                    escape_md(&rc.summary),
-                    escape_md(
-                        &rc.first_seen
-                            .as_deref()
-                            .map(timestamp_str)
-                            .unwrap_or_default(),
-                    ),
-                    escape_md(
-                        &rc.last_seen
-                            .as_deref()
-                            .map(timestamp_str)
-                            .unwrap_or_default(),
-                    ),
+                    escape_md(&clip(&rc.summary, 240)),
+                    escape_md(&pm.seen(rc.first_seen.as_deref())),
+                    escape_md(&pm.seen(rc.last_seen.as_deref())),
                     rc.clients.len().to_string(),
                 ]
             })
@@ -615,6 +602,21 @@ pub fn render(pm: &Postmortem, images: &Images) -> String {
     let n = &s.network;
     let p = &s.protocols;
     let rows: Vec<Vec<String>> = [
+        ("capture files", c.files.len().to_string()),
+        (
+            "first · last packet",
+            format!(
+                "{} · {}",
+                c.first_packet
+                    .as_deref()
+                    .map(timestamp_str)
+                    .unwrap_or("–".into()),
+                c.last_packet
+                    .as_deref()
+                    .map(timestamp_str)
+                    .unwrap_or("–".into())
+            ),
+        ),
         ("packets", c.packets.to_string()),
         ("bytes captured", c.bytes.to_string()),
         (
@@ -696,6 +698,7 @@ mod tests {
         assert_eq!(escape_md("x\ny"), "x\\\\ny");
         assert_eq!(escape_md("<img src=x>"), "&lt;img src=x&gt;");
         assert_eq!(escape_md("`*_"), "\\`\\*\\_");
+        assert_eq!(escape_md("token_type_ids _x_"), "token_type_ids \\_x\\_");
         assert_eq!(code("tcp.stream eq 0"), "`tcp.stream eq 0`");
     }
 }

@@ -1,6 +1,10 @@
 //! Output: JSON Lines (the machine contract), a table for humans, and the
 //! summary that closes both.
 
+pub mod html;
+pub mod markdown;
+pub mod plot;
+pub mod postmortem;
 pub mod summary;
 
 use std::io::{self, Write};

@@ -148,7 +148,7 @@ fn legend(items: &[(String, String)], x0: f64, y0: f64, width: f64) -> (String, 
 
 fn svg_open(height: f64, label: &str) -> String {
     format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" role="img" aria-label="{}" font-family="{FONT}" font-size="12" fill="{TEXT}"><rect width="{WIDTH}" height="{height:.0}" fill="#ffffff"/>"#,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" role="img" aria-label="{}" font-family="{FONT}" font-size="12" fill="{TEXT}"><rect width="{WIDTH}" height="{height:.0}" fill="#ffffff"/>"##,
         esc(label)
     )
 }
@@ -253,7 +253,7 @@ pub fn timeline_svg(t: &Timeline) -> Option<String> {
     // Time axis.
     let t0 = bars.first().map_or(0, |b| b.0);
     let t1 = bars.last().map_or(0, |b| b.0).saturating_add(width_ns);
-    let span = (t1 - t0).max(1);
+    let span = t1.saturating_sub(t0).max(1);
     let step = TICK_STEPS_NS
         .iter()
         .copied()
@@ -262,8 +262,9 @@ pub fn timeline_svg(t: &Timeline) -> Option<String> {
             let day = 86_400_000_000_000i64;
             (span / 8 / day + 1) * day
         });
-    let multi_day = t0.div_euclid(86_400_000_000_000) != (t1 - 1).div_euclid(86_400_000_000_000);
-    let x_of = |ts: i64| left + plot_w * (ts - t0) as f64 / span as f64;
+    let multi_day =
+        t0.div_euclid(86_400_000_000_000) != t1.saturating_sub(1).div_euclid(86_400_000_000_000);
+    let x_of = |ts: i64| left + plot_w * (ts as f64 - t0 as f64) / span as f64;
     let axis_y = top + plot_h;
     let _ = write!(
         s,
@@ -274,7 +275,11 @@ pub fn timeline_svg(t: &Timeline) -> Option<String> {
     if tick < t0 {
         tick = tick.saturating_add(step);
     }
-    while tick <= t1 {
+    // Bounded: timestamps near the ends of the i64 range saturate.
+    for _ in 0..64 {
+        if tick > t1 {
+            break;
+        }
         let x = x_of(tick);
         let _ = write!(
             s,
@@ -283,6 +288,9 @@ pub fn timeline_svg(t: &Timeline) -> Option<String> {
             axis_y + 18.0,
             esc(&tick_label(tick, step, multi_day))
         );
+        if tick == i64::MAX {
+            break;
+        }
         tick = tick.saturating_add(step);
     }
     let day = crate::tfserving::exchange::rfc3339(t0);
@@ -519,6 +527,25 @@ mod tests {
         assert!(s.contains(category_color("dtype_mismatch")));
         // Three one-second bars (1 s, 2 s empty, 3 s).
         assert_eq!(t.bars().len(), 3);
+    }
+
+    /// Timestamps come from the capture: the extremes must not overflow
+    /// or loop (pcapng if_tsoffset can push them anywhere).
+    #[test]
+    fn extreme_timestamps_render() {
+        for fixed in [None, Some(1_000_000_000)] {
+            let mut t = Timeline::new(fixed);
+            t.add(Some(i64::MIN), Some("other"));
+            t.add(Some(0), None);
+            t.add(Some(i64::MAX), None);
+            assert!(t.bars().len() <= 2000);
+            let s = timeline_svg(&t).expect("svg");
+            assert!(s.ends_with("</svg>"));
+        }
+        let mut t = Timeline::new(None);
+        t.add(Some(i64::MAX - 5), None);
+        t.add(Some(i64::MAX), Some("other"));
+        assert!(timeline_svg(&t).is_some());
     }
 
     #[test]

@@ -362,12 +362,11 @@ impl Latencies {
             self.unmeasured += 1;
             return;
         };
-        let h = match self.methods.get_mut(method) {
-            Some(h) => h,
-            None if self.methods.len() < MAX_LATENCY_METHODS => {
-                self.methods.entry(clip_key(method)).or_default()
-            }
-            None => &mut self.other,
+        let method = clip_key(method);
+        let h = if self.methods.contains_key(&method) || self.methods.len() < MAX_LATENCY_METHODS {
+            self.methods.entry(method).or_default()
+        } else {
+            &mut self.other
         };
         h.add(ms, ok);
     }
@@ -425,10 +424,11 @@ pub struct Breakdown {
 
 impl Breakdown {
     pub fn add(&mut self, key: &str, failed: bool) {
-        if let Some(r) = self.rows.get_mut(key) {
+        let key = clip_key(key);
+        if let Some(r) = self.rows.get_mut(&key) {
             r.add(failed);
         } else if self.rows.len() < MAX_BREAKDOWN_ROWS {
-            self.rows.entry(clip_key(key)).or_default().add(failed);
+            self.rows.entry(key).or_default().add(failed);
         } else {
             self.other.add(failed);
         }
@@ -520,13 +520,32 @@ impl Example {
 }
 
 fn clip_text(s: &str) -> String {
-    if s.chars().count() <= MAX_TEXT {
+    clip(s, MAX_TEXT)
+}
+
+/// At most `max` characters, the last one `…` when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
         s.to_string()
     } else {
-        let mut t: String = s.chars().take(MAX_TEXT - 1).collect();
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
         t.push('…');
         t
     }
+}
+
+/// `model/signature` of a root-cause group for headings and tables (long
+/// names clipped: the worked example shows them whole).
+pub fn group_title(rc: &super::summary::RootCause) -> String {
+    let mut s = rc
+        .model
+        .as_deref()
+        .map_or_else(|| "unknown model".into(), |m| clip(m, 100));
+    if let Some(sig) = &rc.signature {
+        s.push('/');
+        s.push_str(&clip(sig, 60));
+    }
+    s
 }
 
 // ---------------------------------------------------------------------------
@@ -648,6 +667,43 @@ impl Postmortem {
         self.examples.get(&first_exchange)
     }
 
+    /// All exchanges started on one (UTC) day: tables may show times of day only.
+    pub fn one_day(&self) -> bool {
+        match (self.first_exchange_ns, self.last_exchange_ns) {
+            (Some(a), Some(b)) => {
+                a.div_euclid(86_400_000_000_000) == b.div_euclid(86_400_000_000_000)
+            }
+            _ => true,
+        }
+    }
+
+    /// A root cause's first/last seen for a table cell: the time of day when
+    /// every exchange is from one day.
+    pub fn seen(&self, s: Option<&str>) -> String {
+        match s {
+            Some(s) if self.one_day() => clock(s),
+            Some(s) => timestamp_str(s),
+            None => String::new(),
+        }
+    }
+
+    /// The exchanges' time range: (span, from–to text).
+    pub fn time_range(&self) -> Option<(String, String)> {
+        let (a, b) = (self.first_exchange_ns?, self.last_exchange_ns?);
+        let (ra, rb) = (rfc3339(a), rfc3339(b));
+        let text = if self.one_day() {
+            format!(
+                "{} {} to {} UTC",
+                ra.get(..10).unwrap_or(""),
+                clock(&ra),
+                clock(&rb)
+            )
+        } else {
+            format!("{} to {}", timestamp(a), timestamp(b))
+        };
+        Some((duration(b.saturating_sub(a)), text))
+    }
+
     /// Failed exchanges / exchanges.
     pub fn failure_rate(&self) -> f64 {
         if self.summary.exchanges == 0 {
@@ -702,6 +758,11 @@ pub fn timestamp_str(s: &str) -> String {
         (Some(d), Some(t)) if s.len() > 23 => format!("{d} {t} UTC"),
         _ => s.to_string(),
     }
+}
+
+/// Time of day of an RFC 3339 string: `15:35:24.355`.
+pub fn clock(s: &str) -> String {
+    s.get(11..23).unwrap_or(s).to_string()
 }
 
 /// A span in ns for humans: `1.26 s`, `20 ms`, `5 min`, `2 h 5 min`.
@@ -808,9 +869,9 @@ pub fn frames_filter(ex: &Exchange) -> Option<String> {
     Some(format!("frame.number in {{{}}}", list.join(" ")))
 }
 
-/// `fraud:2/serving_default` for an exchange's target.
-pub fn call_target(ex: &Exchange) -> String {
-    let mut s = ex.model.clone().unwrap_or_else(|| "?".into());
+/// `fraud:2/serving_default` for an exchange's target; `None` without a model.
+pub fn call_target(ex: &Exchange) -> Option<String> {
+    let mut s = ex.model.clone()?;
     if let Some(v) = ex.version {
         s.push_str(&format!(":{v}"));
     } else if let Some(l) = &ex.version_label {
@@ -821,7 +882,7 @@ pub fn call_target(ex: &Exchange) -> String {
         s.push('/');
         s.push_str(sig);
     }
-    s
+    Some(s)
 }
 
 /// How one request tensor compares with the signature's spec.
@@ -1072,7 +1133,7 @@ pub fn parse_interval(s: &str) -> Result<i64, String> {
         }
     };
     let ns = n * scale;
-    if !(ns >= 1.0 && ns < 1e18) {
+    if !(1.0..1e18).contains(&ns) {
         return Err(format!("interval '{s}' out of range"));
     }
     Ok(ns as i64)
