@@ -2,31 +2,12 @@
 //! found again, HPACK references to unseen entries become "unknown", and the
 //! method and outcome are inferred from what is left, marked as inferred.
 
-use tfwire::capture::{CaptureReader, LinkType, Packet};
+use tfwire::capture::Packet;
 use tfwire::diagnose::{Engine, SignatureBook};
 use tfwire::pipeline::{Analyzer, Config};
 use tfwire::tfserving::Exchange;
 
-use crate::support::fixture;
-
-struct Owned {
-    link: LinkType,
-    ts_ns: i64,
-    data: Vec<u8>,
-}
-
-fn load(name: &str) -> Vec<Owned> {
-    let mut r = CaptureReader::open(&fixture(name)).expect("fixture");
-    let mut v = Vec::new();
-    r.for_each_packet(1, |p, _| {
-        v.push(Owned {
-            link: p.link,
-            ts_ns: p.ts_ns,
-            data: p.data.to_vec(),
-        })
-    });
-    v
-}
+use crate::support::{load, Owned};
 
 /// Analyses packets[from..] with frame numbers kept as in the full file.
 fn run_from(packets: &[Owned], from: usize) -> Vec<Exchange> {

@@ -1,30 +1,11 @@
 //! TCP reassembly end to end: real captures with packets reordered,
 //! duplicated or cut decode to the same exchanges, or say what was lost.
 
-use tfwire::capture::{CaptureReader, LinkType, Packet};
+use tfwire::capture::Packet;
 use tfwire::pipeline::{Analyzer, Config};
 use tfwire::tfserving::Exchange;
 
-use crate::support::fixture;
-
-struct Owned {
-    link: LinkType,
-    ts_ns: i64,
-    data: Vec<u8>,
-}
-
-fn load(name: &str) -> Vec<Owned> {
-    let mut r = CaptureReader::open(&fixture(name)).expect("fixture");
-    let mut v = Vec::new();
-    r.for_each_packet(1, |p, _| {
-        v.push(Owned {
-            link: p.link,
-            ts_ns: p.ts_ns,
-            data: p.data.to_vec(),
-        })
-    });
-    v
-}
+use crate::support::{load, Owned};
 
 fn run(packets: &[Owned]) -> Vec<Exchange> {
     let mut out = Vec::new();

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tfwire::capture::CaptureReader;
+use tfwire::capture::{CaptureReader, LinkType};
 use tfwire::pipeline::{Analyzer, Config};
 use tfwire::tfserving::Exchange;
 
@@ -49,4 +49,24 @@ pub fn analyze_bytes(bytes: Vec<u8>, config: Config) -> Vec<Exchange> {
 
 pub fn tfwire_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tfwire"))
+}
+
+/// A captured packet held in memory, for tests that reorder, drop or cut.
+pub struct Owned {
+    pub link: LinkType,
+    pub ts_ns: i64,
+    pub data: Vec<u8>,
+}
+
+pub fn load(name: &str) -> Vec<Owned> {
+    let mut r = CaptureReader::open(&fixture(name)).expect("fixture");
+    let mut v = Vec::new();
+    r.for_each_packet(1, |p, _| {
+        v.push(Owned {
+            link: p.link,
+            ts_ns: p.ts_ns,
+            data: p.data.to_vec(),
+        })
+    });
+    v
 }
