@@ -2,6 +2,7 @@
 
 mod support;
 
+mod bench_gen;
 mod cli;
 mod diagnose;
 mod fixtures;

@@ -1,0 +1,3 @@
+//! tfwire benchmark tools (issue 7). See `benches/run.sh`.
+
+pub mod gencap;
