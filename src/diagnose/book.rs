@@ -258,24 +258,28 @@ fn generalise(t: &TensorSummary, rest: bool) -> TensorSpec {
 
 /// Widens inferred specs so they cover another successful request.
 fn merge(specs: &mut Vec<TensorSpec>, seen: &[TensorSummary], rest: bool) {
+    // In place and without allocating: this runs for every successful call.
     for t in seen {
-        let g = generalise(t, rest);
         match specs.iter_mut().find(|s| s.alias == t.name) {
             Some(s) => {
-                if s.dtype != g.dtype {
+                let dtype = if rest { None } else { t.dtype };
+                if s.dtype.as_deref() != dtype {
                     s.dtype = None;
                 }
-                s.shape = match (s.shape.take(), g.shape) {
-                    (Some(a), Some(b)) if a.len() == b.len() => Some(
-                        a.iter()
-                            .zip(&b)
-                            .map(|(x, y)| if x == y { *x } else { -1 })
-                            .collect(),
-                    ),
-                    _ => None,
-                };
+                match (&mut s.shape, &t.shape) {
+                    (Some(a), Some(b)) if a.len() == b.len() => {
+                        // Dimension 0 is the batch: always unknown.
+                        for (i, (x, y)) in a.iter_mut().zip(b).enumerate() {
+                            if i == 0 || *x != *y {
+                                *x = -1;
+                            }
+                        }
+                    }
+                    (shape @ Some(_), _) => *shape = None,
+                    (None, _) => {}
+                }
             }
-            None => specs.push(g),
+            None => specs.push(generalise(t, rest)),
         }
     }
 }
