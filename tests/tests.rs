@@ -6,6 +6,7 @@ mod bench_gen;
 mod cli;
 mod diagnose;
 mod fixtures;
+mod hostile;
 mod http2;
 mod live;
 mod midconn;

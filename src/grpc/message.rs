@@ -2,6 +2,7 @@
 //! length, payload) and per-message decompression, with caps on both.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use flate2::read::{GzDecoder, ZlibDecoder};
@@ -49,6 +50,9 @@ pub struct Limits {
     pub max_message: usize,
     /// Messages kept per stream direction; later ones are counted only.
     pub max_messages: usize,
+    /// Decompressed bytes held at once by all messages of the process (see
+    /// [`decompressed_held`]); past it, compressed messages are not decoded.
+    pub max_decompressed_held: usize,
 }
 
 impl Default for Limits {
@@ -56,7 +60,43 @@ impl Default for Limits {
         Limits {
             max_message: 256 << 20,
             max_messages: 64,
+            max_decompressed_held: 1 << 30,
         }
+    }
+}
+
+/// Decompressed message bytes alive in this process. Decompression is the
+/// one place where memory can outgrow the capture (gzip expands up to about
+/// 1000 times), and every open call may hold a message, so `max_message`
+/// alone bounds nothing: thousands of open calls would each hold one.
+static DECOMPRESSED_HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// Decompressed bytes currently held in messages, all connections together.
+pub fn decompressed_held() -> usize {
+    DECOMPRESSED_HELD.load(Ordering::Relaxed)
+}
+
+/// Decompressed bytes that give their count back when the last `Bytes`
+/// pointing into them is dropped.
+struct Held(Vec<u8>);
+
+impl Held {
+    fn bytes(mut out: Vec<u8>) -> Bytes {
+        out.shrink_to_fit();
+        DECOMPRESSED_HELD.fetch_add(out.capacity(), Ordering::Relaxed);
+        Bytes::from_owner(Held(out))
+    }
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        DECOMPRESSED_HELD.fetch_sub(self.0.capacity(), Ordering::Relaxed);
     }
 }
 
@@ -364,24 +404,18 @@ impl Deframer {
     }
 
     fn decompress(&self, len: u32, raw: &[u8]) -> Message {
-        let cap = self.limits.max_message as u64;
-        let mut out = Vec::new();
-        let result = match self.encoding {
-            Encoding::Gzip => GzDecoder::new(raw).take(cap + 1).read_to_end(&mut out),
-            Encoding::Deflate => ZlibDecoder::new(raw).take(cap + 1).read_to_end(&mut out),
+        let (gzip, sniffed) = match self.encoding {
+            Encoding::Gzip => (true, None),
+            Encoding::Deflate => (false, None),
             // No grpc-encoding seen (it may be an HPACK entry from before the
             // capture): recognise gzip and zlib by their headers, and say so.
-            Encoding::Identity if raw.starts_with(&[0x1f, 0x8b]) => {
-                let r = GzDecoder::new(raw).take(cap + 1).read_to_end(&mut out);
-                return self.sniffed(len, r, out, "gzip");
-            }
+            Encoding::Identity if raw.starts_with(&[0x1f, 0x8b]) => (true, Some("gzip")),
             Encoding::Identity
                 if raw.len() >= 2
                     && raw[0] & 0x0f == 8
                     && (u16::from(raw[0]) << 8 | u16::from(raw[1])) % 31 == 0 =>
             {
-                let r = ZlibDecoder::new(raw).take(cap + 1).read_to_end(&mut out);
-                return self.sniffed(len, r, out, "deflate");
+                (false, Some("deflate"))
             }
             Encoding::Identity => {
                 return self.failed(
@@ -393,39 +427,44 @@ impl Deframer {
                 return self.failed(len, "compressed with an encoding tfwire does not decode")
             }
         };
+        let max = self.limits.max_message;
+        let room = self
+            .limits
+            .max_decompressed_held
+            .saturating_sub(decompressed_held());
+        let cap = max.min(room) as u64;
+        let mut out = Vec::new();
+        let result = if gzip {
+            GzDecoder::new(raw).take(cap + 1).read_to_end(&mut out)
+        } else {
+            ZlibDecoder::new(raw).take(cap + 1).read_to_end(&mut out)
+        };
         match result {
-            Ok(_) if out.len() as u64 > cap => self.failed(
+            Ok(_) if out.len() as u64 <= cap => Message {
+                compressed: true,
+                wire_len: len,
+                data: Held::bytes(out),
+                complete: true,
+                problem: None,
+                note: sniffed.map(|what| {
+                    format!("grpc-encoding not seen; the message was recognised as {what} by its header")
+                }),
+            },
+            Ok(_) if room < max => self.failed(
                 len,
                 &format!(
-                    "decompresses to more than the {} byte limit; not decoded",
-                    self.limits.max_message
+                    "decompressed messages held at once would exceed the {} byte limit; not decoded",
+                    self.limits.max_decompressed_held
                 ),
             ),
-            Ok(_) => Message {
-                compressed: true,
-                wire_len: len,
-                data: Bytes::from(out),
-                complete: true,
-                problem: None,
-                note: None,
-            },
+            _ if sniffed.is_some() => {
+                self.failed(len, "compressed flag set but no grpc-encoding was seen")
+            }
+            Ok(_) => self.failed(
+                len,
+                &format!("decompresses to more than the {max} byte limit; not decoded"),
+            ),
             Err(e) => self.failed(len, &format!("decompression failed: {e}")),
-        }
-    }
-
-    fn sniffed(&self, len: u32, r: std::io::Result<usize>, out: Vec<u8>, what: &str) -> Message {
-        match r {
-            Ok(_) if out.len() as u64 <= self.limits.max_message as u64 => Message {
-                compressed: true,
-                wire_len: len,
-                data: Bytes::from(out),
-                complete: true,
-                problem: None,
-                note: Some(format!(
-                    "grpc-encoding not seen; the message was recognised as {what} by its header"
-                )),
-            },
-            _ => self.failed(len, "compressed flag set but no grpc-encoding was seen"),
         }
     }
 
@@ -514,6 +553,7 @@ mod tests {
         let mut d = Deframer::new(Limits {
             max_message: 64 << 10,
             max_messages: 4,
+            ..Limits::default()
         });
         d.encoding = Encoding::Gzip;
         d.push(&framed(1, &gz));
@@ -530,6 +570,7 @@ mod tests {
         let mut d = Deframer::new(Limits {
             max_message: 10,
             max_messages: 4,
+            ..Limits::default()
         });
         d.push(&framed(0, &[1u8; 100]));
         d.push(&framed(0, b"ok"));
@@ -569,5 +610,50 @@ mod tests {
         d.finish();
         assert_eq!(d.messages.len(), 1);
         assert!(!d.messages[0].complete);
+    }
+
+    /// Found with the hostile-capture tests: every open call could hold a
+    /// message decompressed to `max_message` (256 MiB by default), so a
+    /// capture of a few MiB of gzip bombs on many streams made the process
+    /// hold gigabytes. The total held at once is capped now.
+    #[test]
+    fn decompressed_bytes_held_at_once_are_capped() {
+        const MIB: usize = 1 << 20;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![0u8; MIB]).expect("gz");
+        let bomb = framed(1, &gz.finish().expect("gz"));
+        let limits = Limits {
+            max_message: MIB,
+            max_messages: 4,
+            max_decompressed_held: 3 * MIB + MIB / 2,
+        };
+        let open_calls: Vec<Deframer> = (0..6)
+            .map(|_| {
+                let mut d = Deframer::new(limits);
+                d.encoding = Encoding::Gzip;
+                d.push(&bomb);
+                d
+            })
+            .collect();
+        let decoded = open_calls
+            .iter()
+            .filter(|d| d.messages[0].complete && d.messages[0].data.len() == MIB)
+            .count();
+        let refused = open_calls
+            .iter()
+            .filter(|d| {
+                d.messages[0]
+                    .problem
+                    .as_deref()
+                    .is_some_and(|p| p.contains("held at once"))
+            })
+            .count();
+        assert_eq!((decoded, refused), (3, 3));
+        // Dropping the calls gives the room back.
+        drop(open_calls);
+        let mut d = Deframer::new(limits);
+        d.encoding = Encoding::Gzip;
+        d.push(&bomb);
+        assert!(d.messages[0].complete);
     }
 }

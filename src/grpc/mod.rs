@@ -21,6 +21,8 @@ pub struct HeaderList {
     /// Values of fields whose name alone was never seen (a literal with an
     /// HPACK-indexed name from before the capture).
     pub unnamed_values: Vec<String>,
+    /// Fields not kept because the block exceeded the size kept per block.
+    pub dropped_fields: usize,
     /// Why the block could not be decoded at all.
     pub error: Option<String>,
 }
@@ -31,7 +33,17 @@ impl HeaderList {
             error,
             ..HeaderList::default()
         };
+        // HPACK lets a few bytes reference a large table entry many times;
+        // an open call keeps its header lists, so they are capped (gRPC's own
+        // servers reject more than 16 KiB of metadata).
+        let mut kept = 0usize;
         for f in fields {
+            let size = f.name.as_ref().map_or(0, Vec::len) + f.value.as_ref().map_or(0, Vec::len);
+            if kept + size > MAX_HEADER_BYTES_KEPT {
+                h.dropped_fields += 1;
+                continue;
+            }
+            kept += size;
             match (&f.name, &f.value) {
                 (Some(n), Some(v)) => h.fields.push((lossy(n), lossy(v))),
                 (Some(n), None) => h.unknown_values.push(lossy(n)),
@@ -59,6 +71,9 @@ impl HeaderList {
             || self.unknown_values.iter().any(|n| n == name)
     }
 }
+
+/// Decoded header bytes kept per header block.
+pub const MAX_HEADER_BYTES_KEPT: usize = 16 << 10;
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -143,12 +143,16 @@ pub struct Stats {
     pub resyncs: u64,
 }
 
+/// Requests held waiting for their response; past this the oldest is
+/// reported unanswered (a client pipelining into a server that never
+/// answers must not grow memory without bound).
+pub const MAX_PENDING: usize = 256;
+
 /// An HTTP/1 connection seen from the outside.
 pub struct Connection {
     halves: [Half; 2],
-    /// Requests waiting for their response, oldest first.
+    /// Requests waiting for their response, oldest first (at most `MAX_PENDING`).
     pending: VecDeque<Box<Message>>,
-    /// Methods of requests whose response has not started (HEAD has no body).
     limits: Limits,
     pub stats: Stats,
 }
@@ -573,6 +577,17 @@ impl Connection {
         match self.halves[i].dir {
             Dir::ToServer => {
                 self.stats.requests += 1;
+                if self.pending.len() >= MAX_PENDING {
+                    if let Some(mut oldest) = self.pending.pop_front() {
+                        oldest.problems.push(format!(
+                            "reported unanswered: more than {MAX_PENDING} requests were waiting for a response on this connection"
+                        ));
+                        out(Event::Exchange {
+                            request: Some(oldest),
+                            response: None,
+                        });
+                    }
+                }
                 self.pending.push_back(msg);
             }
             Dir::ToClient => {

@@ -119,16 +119,6 @@ enum ReadState {
 /// Bytes held while searching for a frame boundary.
 const RESYNC_WINDOW: usize = 1 << 20;
 
-/// Result of looking for a frame boundary.
-#[derive(Debug, PartialEq, Eq)]
-enum Search {
-    /// A chain of plausible frames starts here.
-    Found(usize),
-    /// A candidate starts here but more bytes are needed to confirm it.
-    Wait(usize),
-    NotFound,
-}
-
 /// Whether a frame header could have been sent by this side of a gRPC
 /// connection (RFC 9113 §6: types, flags, lengths and stream rules).
 fn plausible(h: &FrameHeader, raw_stream_high_bit: bool, dir: Dir) -> bool {
@@ -171,52 +161,93 @@ fn plausible(h: &FrameHeader, raw_stream_high_bit: bool, dir: Dir) -> bool {
     }
 }
 
-/// Looks for the first offset from which consecutive frame headers are all
-/// plausible: two complete frames followed by a third header (or the end
-/// of the bytes exactly), so random payload bytes are not mistaken for one.
-fn find_chain(b: &[u8], dir: Dir) -> Search {
-    // The earliest candidate that runs past the bytes we have. Later
-    // offsets are still searched: a payload byte pattern that looks like a
-    // large frame header must not hide the real boundary after it.
-    let mut first_wait = None;
-    for start in 0..b.len() {
-        let mut at = start;
-        let mut frames = 0;
-        loop {
-            let Some(raw) = b.get(at..at + HEADER_LEN) else {
-                // Ran out of bytes on a frame boundary.
-                if frames >= 2 && at == b.len() {
-                    return Search::Found(start);
-                }
-                if frames >= 1 || at == start {
-                    first_wait.get_or_insert(start);
-                }
-                break;
-            };
-            let arr: [u8; HEADER_LEN] = match raw.try_into() {
-                Ok(a) => a,
-                Err(_) => break,
-            };
-            let h = FrameHeader::parse(&arr);
-            if !plausible(&h, arr[5] & 0x80 != 0, dir) {
-                break;
+/// Where a chain of frame headers starting at one offset stands.
+#[derive(Debug, PartialEq, Eq)]
+enum Chain {
+    Found,
+    /// Plausible so far; more bytes are needed to confirm it.
+    Wait,
+    No,
+}
+
+/// Whether consecutive frame headers from `start` are all plausible: two
+/// complete frames followed by a third header (or the end of the bytes
+/// exactly), so random payload bytes are not mistaken for one.
+fn chain_at(b: &[u8], start: usize, dir: Dir) -> Chain {
+    let mut at = start;
+    let mut frames = 0;
+    loop {
+        let Some(raw) = b.get(at..at + HEADER_LEN) else {
+            // Ran out of bytes on a frame boundary.
+            if frames >= 2 && at == b.len() {
+                return Chain::Found;
             }
-            frames += 1;
-            if frames >= 3 {
-                return Search::Found(start);
-            }
-            at += HEADER_LEN + h.len as usize;
-            if at > b.len() {
-                // The frame runs past what we have: confirm with more bytes.
-                first_wait.get_or_insert(start);
-                break;
-            }
+            return Chain::Wait;
+        };
+        let arr: [u8; HEADER_LEN] = match raw.try_into() {
+            Ok(a) => a,
+            Err(_) => return Chain::No,
+        };
+        let h = FrameHeader::parse(&arr);
+        if !plausible(&h, arr[5] & 0x80 != 0, dir) {
+            return Chain::No;
+        }
+        frames += 1;
+        if frames >= 3 {
+            return Chain::Found;
+        }
+        at += HEADER_LEN + h.len as usize;
+        if at > b.len() {
+            // The frame runs past what we have: confirm with more bytes.
+            return Chain::Wait;
         }
     }
-    match first_wait {
-        Some(w) => Search::Wait(w),
-        None => Search::NotFound,
+}
+
+/// Candidates kept waiting for more bytes while resynchronising. Dropping
+/// one only delays the resync: the next frame boundary is a candidate too.
+const MAX_WAITING: usize = 64;
+
+/// Looks for a frame boundary in bytes that grow between calls. A payload
+/// byte pattern that looks like a large frame header must not hide the real
+/// boundary after it, so every offset is a candidate; each is scanned once
+/// (from `next` on), and only candidates that waited for more bytes are
+/// checked again, so junk costs linear time however it is cut into
+/// packets. Returns the earliest start found.
+fn resume_chain(b: &[u8], dir: Dir, next: &mut usize, waiting: &mut Vec<usize>) -> Option<usize> {
+    let mut found = None;
+    waiting.retain(|&s| {
+        if found.is_some() {
+            return true;
+        }
+        match chain_at(b, s, dir) {
+            Chain::Found => {
+                found = Some(s);
+                true
+            }
+            Chain::Wait => true,
+            Chain::No => false,
+        }
+    });
+    if found.is_some() {
+        return found;
     }
+    // A start whose header is still incomplete is scanned with more bytes.
+    while *next + HEADER_LEN <= b.len() {
+        let s = *next;
+        *next += 1;
+        match chain_at(b, s, dir) {
+            Chain::Found => return Some(s),
+            Chain::Wait => {
+                if waiting.len() == MAX_WAITING {
+                    waiting.remove(0);
+                }
+                waiting.push(s);
+            }
+            Chain::No => {}
+        }
+    }
+    None
 }
 
 struct PendingBlock {
@@ -229,14 +260,31 @@ struct PendingBlock {
 struct Half {
     dir: Dir,
     state: ReadState,
-    /// Bytes held while `Unsynced`, and where the search resumes.
+    /// Bytes held while `Unsynced`, the first offset not searched yet, and
+    /// the earlier offsets still waiting for more bytes.
     resync: Vec<u8>,
     resync_from: usize,
+    resync_waiting: Vec<usize>,
     hdr_buf: [u8; HEADER_LEN],
     hdr_have: usize,
     buf: Vec<u8>,
     pending: Option<PendingBlock>,
     hpack: hpack::Decoder,
+}
+
+impl Half {
+    /// Discards the first `n` resync bytes, moving the search offsets along.
+    fn drop_resync(&mut self, n: usize) {
+        self.resync.drain(..n);
+        self.resync_from = self.resync_from.saturating_sub(n);
+        self.resync_waiting.retain_mut(|s| match s.checked_sub(n) {
+            Some(k) => {
+                *s = k;
+                true
+            }
+            None => false,
+        });
+    }
 }
 
 /// One HTTP/2 connection seen from the outside.
@@ -271,6 +319,7 @@ impl Connection {
                 state,
                 resync: Vec::new(),
                 resync_from: 0,
+                resync_waiting: Vec::new(),
                 hdr_buf: [0; HEADER_LEN],
                 hdr_have: 0,
                 buf: Vec::new(),
@@ -415,30 +464,38 @@ impl Connection {
                     if half.resync.len() > RESYNC_WINDOW {
                         // Keep the newest bytes; the rest cannot start a frame we can use.
                         let drop = half.resync.len() - RESYNC_WINDOW / 2;
-                        half.resync.drain(..drop);
-                        half.resync_from = half.resync_from.saturating_sub(drop);
+                        half.drop_resync(drop);
                         self.stats.bytes_unsynced += drop as u64;
                     }
-                    let from = half.resync_from.min(half.resync.len());
-                    match find_chain(&half.resync[from..], dir) {
-                        Search::Found(off) => {
-                            let start = from + off;
+                    match resume_chain(
+                        &half.resync,
+                        dir,
+                        &mut half.resync_from,
+                        &mut half.resync_waiting,
+                    ) {
+                        Some(start) => {
                             self.stats.bytes_unsynced += start as u64;
                             self.stats.resyncs += 1;
                             let tail = half.resync.split_off(start);
                             half.resync.clear();
                             half.resync_from = 0;
+                            half.resync_waiting.clear();
                             half.state = ReadState::Header;
                             half.hdr_have = 0;
                             self.data(dir, &tail, frame, ts_ns, sink);
                         }
-                        Search::Wait(off) => half.resync_from = from + off,
-                        Search::NotFound => {
-                            // A header may straddle the next chunk: keep 8 bytes.
-                            let keep_from = half.resync.len().saturating_sub(HEADER_LEN - 1);
-                            self.stats.bytes_unsynced += keep_from as u64;
-                            half.resync.drain(..keep_from);
-                            half.resync_from = 0;
+                        None => {
+                            // Bytes before every candidate can never start a
+                            // frame; drop them once they are half the buffer
+                            // (moving the rest on every packet would be quadratic).
+                            let dead = half
+                                .resync_waiting
+                                .first()
+                                .map_or(half.resync_from, |&w| w.min(half.resync_from));
+                            if dead > 0 && dead * 2 >= half.resync.len() {
+                                half.drop_resync(dead);
+                                self.stats.bytes_unsynced += dead as u64;
+                            }
                         }
                     }
                     return;
@@ -501,6 +558,7 @@ impl Connection {
         half.state = ReadState::Unsynced;
         half.resync.clear();
         half.resync_from = 0;
+        half.resync_waiting.clear();
         half.pending = None;
         half.hdr_have = 0;
         half.buf.clear();
@@ -744,7 +802,7 @@ impl Connection {
 /// Whether `bytes` holds a plausible chain of HTTP/2 frames somewhere (a
 /// connection picked up after its start).
 pub fn looks_like_frames(bytes: &[u8], dir: Dir) -> bool {
-    matches!(find_chain(bytes, dir), Search::Found(_))
+    (0..bytes.len()).any(|s| chain_at(bytes, s, dir) == Chain::Found)
 }
 
 /// Whether `bytes` starts like the client preface (enough to route a connection).

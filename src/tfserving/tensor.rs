@@ -259,8 +259,11 @@ fn summarize_impl(name: &str, bytes: &[u8], partial: bool) -> TensorSummary {
             (1, Field::Varint(v)) => dtype_code = v as i32,
             (2, Field::Bytes(b)) => match parse_shape(b) {
                 Some((dims, unk)) => {
-                    // Repeated occurrences of a message field merge (dims append).
-                    shape.get_or_insert_with(Vec::new).extend(dims);
+                    // Repeated occurrences of a message field merge (dims
+                    // append), up to the same cap as one shape.
+                    let kept = shape.get_or_insert_with(Vec::new);
+                    let room = MAX_DIMS_KEPT.saturating_sub(kept.len());
+                    kept.extend(dims.into_iter().take(room));
                     unknown_rank |= unk;
                 }
                 None => malformed = true,
@@ -399,6 +402,10 @@ fn summarize_impl(name: &str, bytes: &[u8], partial: bool) -> TensorSummary {
     }
 }
 
+/// Hostile shapes may claim millions of dims: TF rejects more than 254, a
+/// little more than that is kept to report it.
+const MAX_DIMS_KEPT: usize = 1024;
+
 /// TensorShapeProto: (dims, unknown_rank). Field 1 is unused by TF.
 fn parse_shape(b: &[u8]) -> Option<(Vec<i64>, bool)> {
     let mut dims = Vec::new();
@@ -414,9 +421,7 @@ fn parse_shape(b: &[u8]) -> Option<(Vec<i64>, bool)> {
                         size = v as i64;
                     }
                 }
-                // Hostile shapes may claim millions of dims: TF rejects > 254,
-                // keep a little more than that to report it.
-                if dims.len() < 1024 {
+                if dims.len() < MAX_DIMS_KEPT {
                     dims.push(size);
                 }
             }
@@ -573,5 +578,20 @@ mod tests {
                 .collect();
             let _ = summarize("r", &buf);
         }
+    }
+
+    /// Found in review (the `protobuf` fuzz target checks it): the 1024-dim cap held
+    /// for one `tensor_shape`, but repeated `tensor_shape` fields (which
+    /// protobuf merges) appended without limit.
+    #[test]
+    fn repeated_shapes_keep_at_most_1024_dims() {
+        let mut t = key(1, 0);
+        t.extend(varint(1));
+        for _ in 0..3 {
+            t.extend(shape(&[1; 1000]));
+        }
+        let s = summarize("x", &t);
+        assert_eq!(s.shape.as_ref().map(Vec::len), Some(1024));
+        assert!(s.problems.iter().any(|p| p.contains("more than 254")));
     }
 }
