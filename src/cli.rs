@@ -106,6 +106,18 @@ pub struct AnalyzeArgs {
     /// Open TCP connections tracked at once (idlest closed first past this).
     #[arg(long, value_name = "N", default_value_t = 65_536)]
     pub max_flows: usize,
+
+    /// Open gRPC streams tracked per connection (more are counted, not decoded).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_open_streams: usize,
+
+    /// HTTP/1 (REST) body bytes kept per message, also after gzip decoding.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Decompressed gRPC message bytes held at once, all connections together.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    pub max_decompressed_held: usize,
 }
 
 /// Validated options of `tfwire analyze`.
@@ -132,7 +144,11 @@ impl AnalyzeArgs {
         {
             return Err("standard input ('-') can be given only once".into());
         }
-        if self.max_message_bytes == 0 || self.max_flows == 0 {
+        if self.max_message_bytes == 0
+            || self.max_flows == 0
+            || self.max_open_streams == 0
+            || self.max_body_bytes == 0
+        {
             return Err("limits must be greater than zero".into());
         }
         let stdout_tty = std::io::stdout().is_terminal();
@@ -149,6 +165,9 @@ impl AnalyzeArgs {
         config.grpc.messages.max_message = self.max_message_bytes;
         config.flow.reassembly.max_buffered_bytes = self.max_flow_buffer;
         config.flow.max_flows = self.max_flows;
+        config.grpc.max_open_calls = self.max_open_streams;
+        config.http1.max_body = self.max_body_bytes;
+        config.grpc.messages.max_decompressed_held = self.max_decompressed_held;
         Ok(AnalyzeOptions {
             captures: self.captures,
             format,

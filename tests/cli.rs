@@ -124,3 +124,30 @@ fn table_view_lists_failures_and_causes() {
         "no escape codes with NO_COLOR / not a tty"
     );
 }
+
+#[test]
+fn limits_are_configurable_and_reported_when_hit() {
+    let out = Command::new(tfwire_bin())
+        .args(["analyze", "-f", "summary", "--max-open-streams", "2"])
+        .arg(fixture("grpc_concurrent.pcapng"))
+        .output()
+        .expect("run");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary json");
+    assert!(
+        s["limits_hit"]["streams_open"].as_u64().unwrap_or(0) > 0,
+        "{s}"
+    );
+    assert!(s["exchanges"].as_u64().unwrap_or(0) < 80);
+
+    let out = Command::new(tfwire_bin())
+        .args(["analyze", "-f", "summary"])
+        .arg(fixture("grpc_concurrent.pcapng"))
+        .output()
+        .expect("run");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary json");
+    assert_eq!(
+        s["limits_hit"],
+        serde_json::json!({}),
+        "no limit hit by default"
+    );
+}
