@@ -63,6 +63,14 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A diagnosis the server's message alone settles.
+    fn certain(&self, category: &'static str, summary: String, fix: String) -> Diagnosis {
+        let mut d = self.diag(category, summary, fix);
+        d.evidence = self.evidence(false, &[]);
+        d.confidence = Confidence::Certain;
+        d
+    }
+
     fn diag(&self, category: &'static str, summary: String, fix: String) -> Diagnosis {
         Diagnosis {
             category,
@@ -314,7 +322,7 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
         }
         Finding::SignatureNotFound { signature } => unknown_signature(c, &signature),
         Finding::WrongSignatureMethod { expected, was } => {
-            let mut d = c.diag(
+            c.certain(
                 "wrong_signature_method",
                 format!(
                     "{} was called on signature '{}' of model '{}', whose method is {was}; {} needs a signature with method {expected}",
@@ -328,45 +336,33 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
                 } else {
                     format!("name a signature exported with method {expected}")
                 },
-            );
-            d.evidence = c.evidence(false, &[]);
-            d.confidence = Confidence::Certain;
-            d
+            )
         }
         Finding::ServableNotFound { model, version } => not_found(c, &model, version),
         Finding::VersionLabelUnknown { label } => {
             let versions = c.book.versions(c.model());
-            let mut d = c.diag(
+            c.certain(
                 "version_not_found",
                 format!("version label '{label}' is not assigned on the server for model '{}'", c.model()),
                 format!(
                     "use a label defined in the server's model config (version_labels), or request a version number{}",
                     if versions.is_empty() { String::new() } else { format!(" (versions seen: {})", join_i64(&versions)) }
                 ),
-            );
-            d.evidence = c.evidence(false, &[]);
-            d.confidence = Confidence::Certain;
-            d
+            )
         }
         Finding::VersionLabelsNotAllowed => {
-            let mut d = c.diag(
+            c.certain(
                 "version_not_found",
                 "the request names a version label, and this server does not accept labels for it".into(),
                 "request a version number, or enable labels on the server (--allow_version_labels_for_unavailable_models / model config version_labels)".into(),
-            );
-            d.evidence = c.evidence(false, &[]);
-            d.confidence = Confidence::Certain;
-            d
+            )
         }
         Finding::MissingModelSpec => {
-            let mut d = c.diag(
+            c.certain(
                 "other",
                 "the request has no model_spec or no model name".into(),
                 "set model_spec.name (request.model_spec.name = 'my_model')".into(),
-            );
-            d.evidence = c.evidence(false, &[]);
-            d.confidence = Confidence::Certain;
-            d
+            )
         }
         Finding::MatrixIncompatible { in0, in1 } => shape_error(c, ShapeHint::Matrix { in0, in1 }),
         Finding::NotAMatrix { shape } => shape_error(
@@ -423,36 +419,27 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
             d
         }
         Finding::BatchTooLarge { size, max } => {
-            let mut d = c.diag(
+            c.certain(
                 "batch_size_mismatch",
                 format!("the request holds {size} rows; the server's batching allows at most {max}"),
                 format!("split the request into batches of at most {max} rows, or raise max_batch_size in the batching config"),
-            );
-            d.evidence = c.evidence(false, &[]);
-            d.confidence = Confidence::Certain;
-            d
+            )
         }
         Finding::QueueFull => {
-            let mut d = c.diag(
+            c.certain(
                 "server_error",
                 "the server's batch queue was full (overload), not a problem with this request"
                     .into(),
                 "retry with backoff; on the server, raise max_enqueued_batches or add capacity"
                     .into(),
-            );
-            d.evidence = c.evidence(false, &[]);
-            d.confidence = Confidence::Certain;
-            d
+            )
         }
         Finding::MessageTooLarge { size, max } => {
-            let mut d = c.diag(
+            c.certain(
                 "message_too_large",
                 format!("a message of {size} bytes exceeds the receiver's limit of {max} bytes"),
                 format!("send smaller batches, or raise the limit on the receiving side (grpc.max_receive_message_length > {size})"),
-            );
-            d.evidence = c.evidence(false, &[]);
-            d.confidence = Confidence::Certain;
-            d
+            )
         }
         Finding::IndexOutOfRange {
             index,
@@ -489,17 +476,14 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
             d
         }
         Finding::JsonParse { detail, offset } => {
-            let mut d = c.diag(
+            c.certain(
                 "malformed_json",
                 format!(
                     "the request body is not valid JSON: {detail}{}",
                     offset.map(|o| format!(" (at byte {o})")).unwrap_or_default()
                 ),
                 "serialise the body with a JSON library (json.dumps) instead of building it by hand".into(),
-            );
-            d.evidence = c.evidence(false, &[]);
-            d.confidence = Confidence::Certain;
-            d
+            )
         }
         Finding::JsonType {
             value,
@@ -582,24 +566,18 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
             d
         }
         Finding::RestFormat(what) => {
-            let mut d = c.diag(
+            c.certain(
                 "wrong_format",
                 format!("the JSON body has the wrong layout: {what}"),
                 "send {\"instances\": [...]} (one entry per row) or {\"inputs\": {...}} (one entry per input), not both".into(),
-            );
-            d.evidence = c.evidence(false, &[]);
-            d.confidence = Confidence::Certain;
-            d
+            )
         }
         Finding::MalformedRequest { method, path } => {
-            let mut d = c.diag(
+            c.certain(
                 "other",
                 format!("{method} {path} is not a TF Serving REST API URL"),
                 "POST to /v1/models/<model>[/versions/<n>]:predict (or :classify, :regress); GET /v1/models/<model>[/metadata]".into(),
-            );
-            d.evidence = c.evidence(false, &[]);
-            d.confidence = Confidence::Certain;
-            d
+            )
         }
         Finding::Known {
             category,

@@ -210,20 +210,7 @@ pub fn row(ex: &Exchange, color: bool) -> String {
         .as_deref()
         .and_then(|s| s.get(11..23))
         .unwrap_or("??:??:??.???");
-    let mut call = ex.method.clone().unwrap_or_else(|| "?".into());
-    if let Some(m) = &ex.model {
-        call.push(' ');
-        call.push_str(m);
-        if let Some(v) = ex.version {
-            call.push_str(&format!(":{v}"));
-        } else if let Some(l) = &ex.version_label {
-            call.push_str(&format!("@{l}"));
-        }
-        if let Some(s) = &ex.signature {
-            call.push('/');
-            call.push_str(s);
-        }
-    }
+    let call = crate::report::call_label(ex);
     let mut inputs: Vec<String> = ex
         .inputs
         .iter()

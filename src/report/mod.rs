@@ -104,6 +104,26 @@ fn tensor_line(t: &TensorSummary) -> String {
     )
 }
 
+/// `Predict fraud:1/serving_default`: method, model, version or label,
+/// signature, as the table and the live view show a call (not escaped).
+pub fn call_label(ex: &Exchange) -> String {
+    let mut call = ex.method.clone().unwrap_or_else(|| "?".into());
+    if let Some(m) = &ex.model {
+        call.push(' ');
+        call.push_str(m);
+        if let Some(v) = ex.version {
+            call.push_str(&format!(":{v}"));
+        } else if let Some(l) = &ex.version_label {
+            call.push_str(&format!("@{l}"));
+        }
+        if let Some(s) = &ex.signature {
+            call.push('/');
+            call.push_str(s);
+        }
+    }
+    call
+}
+
 /// Collects rows and prints them as a table at the end.
 pub struct TableReport {
     /// Show successful exchanges too.
@@ -160,20 +180,7 @@ impl TableReport {
                     .and_then(|s| s.get(11..23))
                     .unwrap_or("?")
                     .to_string();
-                let mut call = ex.method.clone().unwrap_or_else(|| "?".into());
-                if let Some(m) = &ex.model {
-                    call.push(' ');
-                    call.push_str(m);
-                    if let Some(v) = ex.version {
-                        call.push_str(&format!(":{v}"));
-                    } else if let Some(l) = &ex.version_label {
-                        call.push_str(&format!("@{l}"));
-                    }
-                    if let Some(s) = &ex.signature {
-                        call.push('/');
-                        call.push_str(s);
-                    }
-                }
+                let call = call_label(ex);
                 let inputs = if let Some(n) = ex.examples {
                     format!("{n} examples")
                 } else {

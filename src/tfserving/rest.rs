@@ -211,6 +211,76 @@ fn walk(v: &Value, depth: usize, shape: &[i64], n: &mut Nest) {
     }
 }
 
+/// Nesting of a JSON list without building one (no copy of the values):
+/// the same as `nest(&Value::Array(items))`.
+fn nest_list(items: &[Value]) -> Nest {
+    let mut shape = vec![items.len() as i64];
+    if let Some(first) = items.first() {
+        shape.extend_from_slice(&nest(first).shape);
+    }
+    let mut n = Nest {
+        shape: shape.clone(),
+        values: 0,
+        kinds: Vec::new(),
+        ragged: false,
+    };
+    for x in items {
+        walk(x, 1, &shape, &mut n);
+    }
+    n
+}
+
+/// Row format with objects (one key per input or output): one tensor per
+/// key, `[rows, …]`, ragged when a row lacks the key or differs in shape.
+/// None when the rows are not objects.
+fn named_rows(rows: &[Value]) -> Option<Vec<TensorSummary>> {
+    let named = rows
+        .first()
+        .is_some_and(|f| f.as_object().is_some_and(|o| !is_b64(o)));
+    if !named {
+        return None;
+    }
+    let mut names: Vec<&String> = rows
+        .iter()
+        .filter_map(Value::as_object)
+        .flat_map(|o| o.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
+        let per_row: Vec<Nest> = rows
+            .iter()
+            .filter_map(|row| row.get(name.as_str()).map(nest))
+            .collect();
+        let Some(first) = per_row.first() else {
+            continue;
+        };
+        let mut shape = vec![rows.len() as i64];
+        shape.extend_from_slice(&first.shape);
+        let mut kinds: Vec<&'static str> = Vec::new();
+        for n in &per_row {
+            for k in &n.kinds {
+                if !kinds.contains(k) {
+                    kinds.push(k);
+                }
+            }
+        }
+        let ragged = per_row.len() != rows.len()
+            || per_row.iter().any(|n| n.ragged || n.shape != first.shape);
+        out.push(tensor(
+            name,
+            &Nest {
+                shape,
+                values: per_row.iter().map(|n| n.values).sum(),
+                kinds,
+                ragged,
+            },
+        ));
+    }
+    Some(out)
+}
+
 fn tensor(name: &str, n: &Nest) -> TensorSummary {
     TensorSummary {
         name: name.to_string(),
@@ -280,52 +350,9 @@ pub fn parse_request_body(method: Option<&str>, body: &[u8]) -> RestRequest {
         }
         (Some(Value::Array(rows)), None) => {
             r.format = Some("row");
-            let named = rows
-                .first()
-                .is_some_and(|f| f.as_object().is_some_and(|o| !is_b64(o)));
-            if named {
-                let mut names: Vec<&String> = rows
-                    .iter()
-                    .filter_map(Value::as_object)
-                    .flat_map(|o| o.keys())
-                    .collect();
-                names.sort();
-                names.dedup();
-                for name in names {
-                    let per_row: Vec<Nest> = rows
-                        .iter()
-                        .filter_map(|row| row.get(name.as_str()).map(nest))
-                        .collect();
-                    let Some(first) = per_row.first() else {
-                        continue;
-                    };
-                    let mut shape = vec![rows.len() as i64];
-                    shape.extend_from_slice(&first.shape);
-                    let mut kinds: Vec<&'static str> = Vec::new();
-                    for n in &per_row {
-                        for k in &n.kinds {
-                            if !kinds.contains(k) {
-                                kinds.push(k);
-                            }
-                        }
-                    }
-                    let ragged = per_row.len() != rows.len()
-                        || per_row.iter().any(|n| n.ragged || n.shape != first.shape);
-                    r.inputs.push(tensor(
-                        name,
-                        &Nest {
-                            shape,
-                            values: per_row.iter().map(|n| n.values).sum(),
-                            kinds,
-                            ragged,
-                        },
-                    ));
-                }
-            } else {
-                // A single unnamed input: its alias comes from the signature.
-                r.inputs
-                    .push(tensor("", &nest(&Value::Array(rows.clone()))));
-            }
+            // One tensor per key of the row objects, or a single unnamed
+            // input whose alias comes from the signature.
+            r.inputs = named_rows(rows).unwrap_or_else(|| vec![tensor("", &nest_list(rows))]);
         }
         (Some(_), None) => {
             r.format = Some("row");
@@ -353,28 +380,8 @@ pub fn parse_request_body(method: Option<&str>, body: &[u8]) -> RestRequest {
 fn outputs_of(v: &Value) -> Vec<TensorSummary> {
     let mut out = Vec::new();
     if let Some(p) = v.get("predictions").and_then(Value::as_array) {
-        let named = p
-            .first()
-            .is_some_and(|f| f.as_object().is_some_and(|o| !is_b64(o)));
-        if named {
-            let mut names: Vec<&String> = p
-                .iter()
-                .filter_map(Value::as_object)
-                .flat_map(|o| o.keys())
-                .collect();
-            names.sort();
-            names.dedup();
-            for name in names {
-                let col: Vec<Value> = p
-                    .iter()
-                    .filter_map(|r| r.get(name.as_str()).cloned())
-                    .collect();
-                out.push(tensor(name, &nest(&Value::Array(col))));
-            }
-        } else {
-            // One unnamed output: its alias comes from the signature.
-            out.push(tensor("", &nest(&Value::Array(p.clone()))));
-        }
+        // Named outputs per row, or one unnamed output (alias from the signature).
+        out = named_rows(p).unwrap_or_else(|| vec![tensor("", &nest_list(p))]);
     } else if let Some(o) = v.get("outputs") {
         match o {
             Value::Object(m) if !is_b64(m) => {
@@ -632,6 +639,44 @@ pub fn apply_signature(ex: &mut Exchange, sig: &signature::Signature) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_nesting_matches_the_array_it_would_build() {
+        for text in [
+            "[[1, 2], [3, 4]]",
+            "[[1, 2, 3], [4, 5]]",
+            "[1, [2]]",
+            "[]",
+            "[[[1.5]], [[2.5]]]",
+        ] {
+            let v: Value = serde_json::from_str(text).expect("json");
+            let items = v.as_array().expect("list");
+            let (a, b) = (nest_list(items), nest(&v));
+            assert_eq!(
+                (a.shape, a.values, a.kinds, a.ragged),
+                (b.shape, b.values, b.kinds, b.ragged),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn outputs_in_row_and_columnar_form() {
+        let v: Value = serde_json::from_str(
+            r#"{"predictions": [{"a": [1.0, 2.0], "b": 3}, {"a": [4.0, 5.0], "b": 6}]}"#,
+        )
+        .expect("json");
+        let out = outputs_of(&v);
+        assert_eq!(
+            out.iter()
+                .map(|t| (t.name.as_str(), t.shape.clone()))
+                .collect::<Vec<_>>(),
+            vec![("a", Some(vec![2, 2])), ("b", Some(vec![2]))]
+        );
+        let v: Value = serde_json::from_str(r#"{"predictions": [[0.1], [0.9]]}"#).expect("json");
+        assert_eq!(outputs_of(&v)[0].shape, Some(vec![2, 1]));
+        assert_eq!(outputs_of(&v)[0].name, "");
+    }
 
     #[test]
     fn routes() {
