@@ -118,7 +118,17 @@ pub struct AnalyzeArgs {
     /// Decompressed gRPC message bytes held at once, all connections together.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     pub max_decompressed_held: usize,
+
+    /// Threads analysing connections in parallel (0: one per CPU). The output
+    /// is the same for any number; standard input uses one.
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 0)]
+    pub threads: usize,
 }
+
+/// Every thread reads the whole capture, so past a few the reading repeated
+/// outweighs the work shared: the default stops at `AUTO_THREADS`.
+const AUTO_THREADS: usize = 8;
+const MAX_THREADS: usize = 64;
 
 /// Validated options of `tfwire analyze`.
 #[derive(Debug, Clone)]
@@ -131,6 +141,8 @@ pub struct AnalyzeOptions {
     pub signature_files: Vec<PathBuf>,
     pub progress: bool,
     pub color: bool,
+    /// Worker threads (at least 1).
+    pub threads: usize,
 }
 
 impl AnalyzeArgs {
@@ -177,6 +189,10 @@ impl AnalyzeArgs {
             signature_files: self.signature_files,
             progress: !self.no_progress && std::io::stderr().is_terminal(),
             color: stdout_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            threads: match self.threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(AUTO_THREADS)),
+                n => n.min(MAX_THREADS),
+            },
         })
     }
 }

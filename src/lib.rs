@@ -15,6 +15,7 @@ pub mod live;
 pub mod net;
 pub mod pipeline;
 pub mod report;
+pub mod shard;
 pub mod tfserving;
 
 use std::io::{self, Write};
@@ -84,6 +85,12 @@ impl<W: Write> pipeline::ExchangeSink for Collector<W> {
     }
 }
 
+impl<W: Write> pipeline::ExchangeSink for &mut Collector<W> {
+    fn exchange(&mut self, ex: Exchange) -> bool {
+        self.take(ex)
+    }
+}
+
 /// Builds the SignatureBook from `--model-dir` and `--signatures`.
 pub fn load_book(
     model_dirs: &[String],
@@ -125,21 +132,18 @@ impl std::error::Error for RunError {}
 
 /// Runs `tfwire analyze` writing to `out`; returns the exit status.
 pub fn analyze(opts: &AnalyzeOptions, out: impl Write) -> Result<u8, RunError> {
-    let output = match opts.format {
-        Format::Jsonl => Output::Jsonl(JsonLines::new(out, false)),
-        Format::Table => Output::Table(TableReport::new(opts.all, opts.color)),
-        Format::Summary => Output::SummaryOnly,
+    // JSON Lines streams into `out`; the other formats write it at the end.
+    let mut out = Some(out);
+    let output = match (opts.format, out.take_if(|_| opts.format == Format::Jsonl)) {
+        (Format::Jsonl, Some(w)) => Output::Jsonl(JsonLines::new(w, false)),
+        (Format::Table, _) => Output::Table(TableReport::new(opts.all, opts.color)),
+        _ => Output::SummaryOnly,
     };
-    let mut table_out = None;
-    let collector = Collector {
+    let mut collector = Collector {
         engine: diagnose::Engine::new(load_book(&opts.model_dirs, &opts.signature_files)?),
         summary: Summary::new(),
         output,
     };
-    let mut analyzer = Analyzer::new(opts.config.clone(), collector);
-    let mut totals = report::summary::CaptureTotals::default();
-    let mut frame = 1u64;
-    let (mut first_ts, mut last_ts) = (None::<i64>, None::<i64>);
 
     // Open every file first so that a bad argument fails before any output.
     let mut readers = Vec::new();
@@ -151,6 +155,67 @@ pub fn analyze(opts: &AnalyzeOptions, out: impl Write) -> Result<u8, RunError> {
             .map(|m| m.len());
         readers.push((r, size));
     }
+    let shards = shard::usable_shards(&opts.captures, opts.threads);
+    let (totals, net, protocols) = if shards > 1 {
+        drop(readers);
+        analyze_sharded(opts, shards, &mut collector)?
+    } else {
+        analyze_one(opts, readers, &mut collector)
+    };
+    collector.finish();
+    let summary = &mut collector.summary;
+    summary.capture = totals;
+    summary.network = net;
+    summary.protocols = protocols;
+    summary.finish();
+    let status = if summary.failures > 0 {
+        EXIT_FAILURES
+    } else {
+        EXIT_CLEAN
+    };
+
+    let result = match &mut collector.output {
+        Output::Jsonl(j) => {
+            j.write(&collector.summary);
+            j.finish()
+        }
+        Output::Table(t) => match out.as_mut() {
+            Some(w) => t.print(&collector.summary, w).and_then(|_| w.flush()),
+            None => Ok(()),
+        },
+        Output::SummaryOnly => match out.as_mut() {
+            Some(w) => serde_json::to_writer(&mut *w, &collector.summary)
+                .map_err(io::Error::from)
+                .and_then(|_| writeln!(w))
+                .and_then(|_| w.flush()),
+            None => Ok(()),
+        },
+    };
+    match result {
+        // A closed pipe (`tfwire analyze … | head`) is a normal end.
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(RunError(format!("writing output: {e}")))
+        }
+        _ => Ok(status),
+    }
+}
+
+type Readers = Vec<(CaptureReader<'static>, Option<u64>)>;
+
+/// Everything in this thread, packet by packet.
+fn analyze_one<W: Write>(
+    opts: &AnalyzeOptions,
+    readers: Readers,
+    collector: &mut Collector<W>,
+) -> (
+    report::summary::CaptureTotals,
+    net::NetStats,
+    pipeline::ProtoStats,
+) {
+    let mut analyzer = Analyzer::new(opts.config.clone(), collector);
+    let mut totals = report::summary::CaptureTotals::default();
+    let mut frame = 1u64;
+    let (mut first_ts, mut last_ts) = (None::<i64>, None::<i64>);
     for (mut reader, size) in readers {
         let bar = progress_bar(opts.progress, size, reader.name());
         let mut since = 0u32;
@@ -171,9 +236,7 @@ pub fn analyze(opts: &AnalyzeOptions, out: impl Write) -> Result<u8, RunError> {
         if let Some(b) = bar {
             b.finish_and_clear();
         }
-        if let Some(c) = &reader.stats().cut_short {
-            eprintln!("tfwire: warning: {}: {c}", reader.name());
-        }
+        warn_cut_short(reader.name(), reader.stats());
         totals.add(reader.name(), reader.stats());
         if analyzer.stopped() {
             break;
@@ -182,45 +245,69 @@ pub fn analyze(opts: &AnalyzeOptions, out: impl Write) -> Result<u8, RunError> {
     analyzer.finish();
     totals.first_packet = first_ts.map(tfserving::exchange::rfc3339);
     totals.last_packet = last_ts.map(tfserving::exchange::rfc3339);
-    let net = analyzer.net_stats();
-    let protocols = analyzer.proto_stats();
-    let mut collector = analyzer.into_sink();
-    collector.finish();
-    let summary = &mut collector.summary;
-    summary.capture = totals;
-    summary.network = net;
-    summary.protocols = protocols;
-    summary.finish();
-    let status = if summary.failures > 0 {
-        EXIT_FAILURES
-    } else {
-        EXIT_CLEAN
-    };
+    (totals, analyzer.net_stats(), analyzer.proto_stats())
+}
 
-    let result = match &mut collector.output {
-        Output::Jsonl(j) => {
-            j.write(&collector.summary);
-            j.finish()
-        }
-        Output::Table(t) => {
-            let mut w = table_out
-                .get_or_insert_with(|| io::BufWriter::new(io::stdout()))
-                .by_ref();
-            t.print(&collector.summary, &mut w).and_then(|_| w.flush())
-        }
-        Output::SummaryOnly => {
-            let mut w = io::stdout().lock();
-            serde_json::to_writer(&mut w, &collector.summary)
-                .map_err(io::Error::from)
-                .and_then(|_| writeln!(w))
+/// Connections shared out to `shards` threads (see `shard`).
+fn analyze_sharded<W: Write>(
+    opts: &AnalyzeOptions,
+    shards: usize,
+    collector: &mut Collector<W>,
+) -> Result<
+    (
+        report::summary::CaptureTotals,
+        net::NetStats,
+        pipeline::ProtoStats,
+    ),
+    RunError,
+> {
+    let bar = std::sync::Mutex::new(None::<ProgressBar>);
+    let progress = |p: shard::Progress<'_>| {
+        let Ok(mut bar) = bar.lock() else {
+            return;
+        };
+        match p {
+            shard::Progress::File { name, size } => *bar = progress_bar(opts.progress, size, name),
+            shard::Progress::Consumed(n) => {
+                if let Some(b) = bar.as_ref() {
+                    b.set_position(n);
+                }
+            }
+            shard::Progress::FileDone => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+            }
         }
     };
-    match result {
-        // A closed pipe (`tfwire analyze … | head`) is a normal end.
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            Err(RunError(format!("writing output: {e}")))
+    let job = shard::Job {
+        captures: &opts.captures,
+        config: &opts.config,
+        shards,
+        progress: &progress,
+    };
+    let ends = shard::run(&job, collector).map_err(RunError)?;
+    let mut totals = report::summary::CaptureTotals::default();
+    let mut net = net::NetStats::default();
+    let mut protocols = pipeline::ProtoStats::default();
+    for end in &ends {
+        pipeline::add_net(&mut net, &end.net);
+        protocols.add(&end.protocols);
+    }
+    if let Some(lead) = ends.first() {
+        for (name, stats) in &lead.captures {
+            warn_cut_short(name, stats);
+            totals.add(name, stats);
         }
-        _ => Ok(status),
+        totals.first_packet = lead.first_ts.map(tfserving::exchange::rfc3339);
+        totals.last_packet = lead.last_ts.map(tfserving::exchange::rfc3339);
+    }
+    Ok((totals, net, protocols))
+}
+
+fn warn_cut_short(name: &str, stats: &capture::CaptureStats) {
+    if let Some(c) = &stats.cut_short {
+        eprintln!("tfwire: warning: {name}: {c}");
     }
 }
 

@@ -10,7 +10,9 @@ use crate::capture::Packet;
 use crate::grpc::{self, Call, CallTable};
 use crate::http1;
 use crate::http2;
-use crate::net::{ConnInfo, Delivery, Dir, FlowLimits, FlowSink, FlowTable, NetStats};
+use crate::net::{
+    ConnInfo, Delivery, Dir, FlowLimits, FlowSink, FlowTable, NetStats, Skip, TcpSegment,
+};
 use crate::tfserving::exchange::{rfc3339, Status};
 use crate::tfserving::{Exchange, Transport};
 
@@ -42,6 +44,12 @@ impl Default for Config {
 pub trait ExchangeSink {
     /// Returns false to stop the analysis (e.g. the output pipe closed).
     fn exchange(&mut self, ex: Exchange) -> bool;
+
+    /// A connection got its index (before any of its exchanges).
+    fn connection_opened(&mut self, _conn: u64) {}
+
+    /// A connection ended (after all of its exchanges).
+    fn connection_closed(&mut self, _conn: u64) {}
 }
 
 impl<F: FnMut(Exchange) -> bool> ExchangeSink for F {
@@ -309,6 +317,8 @@ struct State<S> {
 pub struct Analyzer<S: ExchangeSink> {
     flows: FlowTable,
     state: State<S>,
+    /// Packets skipped before the flow table (see [`Analyzer::skipped`]).
+    skips: NetStats,
 }
 
 impl<S: ExchangeSink> Analyzer<S> {
@@ -327,12 +337,32 @@ impl<S: ExchangeSink> Analyzer<S> {
                     stats: ProtoStats::default(),
                 },
             },
+            skips: NetStats::default(),
         }
     }
 
     pub fn packet(&mut self, p: &Packet<'_>) {
         if !self.state.out.stopped {
             self.flows.packet(p, &mut self.state);
+        }
+    }
+
+    /// One TCP segment already sliced from its packet (sharded analysis,
+    /// where the caller parses to choose the shard).
+    pub fn segment(&mut self, seg: &TcpSegment<'_>, frame: u64, ts_ns: i64) {
+        if !self.state.out.stopped {
+            self.flows.segment(seg, frame, ts_ns, &mut self.state);
+        }
+    }
+
+    /// Counts a packet that carries no TCP segment to analyse.
+    pub fn skipped(&mut self, skip: Skip) {
+        let s = &mut self.skips;
+        match skip {
+            Skip::NotTcp => s.non_tcp_packets += 1,
+            Skip::Fragment => s.ip_fragments += 1,
+            Skip::Malformed => s.malformed_packets += 1,
+            Skip::UnsupportedLink => s.unsupported_link_packets += 1,
         }
     }
 
@@ -372,7 +402,12 @@ impl<S: ExchangeSink> Analyzer<S> {
     }
 
     pub fn net_stats(&self) -> NetStats {
-        self.flows.stats()
+        let mut s = self.flows.stats();
+        s.non_tcp_packets += self.skips.non_tcp_packets;
+        s.ip_fragments += self.skips.ip_fragments;
+        s.malformed_packets += self.skips.malformed_packets;
+        s.unsupported_link_packets += self.skips.unsupported_link_packets;
+        s
     }
 
     pub fn proto_stats(&self) -> ProtoStats {
@@ -397,6 +432,81 @@ impl<S: ExchangeSink> Analyzer<S> {
     pub fn into_sink(self) -> S {
         self.state.out.sink
     }
+}
+
+impl ProtoStats {
+    /// Adds another shard's counts.
+    pub fn add(&mut self, b: &ProtoStats) {
+        // Destructured so that a new counter cannot be forgotten here.
+        let ProtoStats {
+            http2_connections,
+            http1_connections,
+            tls_connections,
+            other_connections,
+            undecided_connections,
+            grpc_calls,
+            rest_exchanges,
+            untracked_streams,
+            streams_with_unknown_headers,
+            incomplete_exchanges,
+            protocol_mismatches,
+            mid_connection_pickups,
+            messages_over_limit,
+            http2,
+            http1,
+        } = b;
+        self.http2_connections += http2_connections;
+        self.http1_connections += http1_connections;
+        self.tls_connections += tls_connections;
+        self.other_connections += other_connections;
+        self.undecided_connections += undecided_connections;
+        self.grpc_calls += grpc_calls;
+        self.rest_exchanges += rest_exchanges;
+        self.untracked_streams += untracked_streams;
+        self.streams_with_unknown_headers += streams_with_unknown_headers;
+        self.incomplete_exchanges += incomplete_exchanges;
+        self.protocol_mismatches += protocol_mismatches;
+        self.mid_connection_pickups += mid_connection_pickups;
+        self.messages_over_limit += messages_over_limit;
+        add_h2(&mut self.http2, http2);
+        add_h1(&mut self.http1, http1);
+    }
+}
+
+/// Adds another shard's network counts to `a`.
+pub fn add_net(a: &mut NetStats, b: &NetStats) {
+    let NetStats {
+        tcp_segments,
+        non_tcp_packets,
+        ip_fragments,
+        malformed_packets,
+        unsupported_link_packets,
+        connections,
+        snaplen_cut_segments,
+        snaplen_cut_bytes,
+        gaps,
+        gap_bytes,
+        retransmitted_bytes,
+        overlap_conflicts,
+        out_of_order_segments,
+        reassembly_limit_hits,
+        flows_evicted,
+    } = b;
+    a.tcp_segments += tcp_segments;
+    a.non_tcp_packets += non_tcp_packets;
+    a.ip_fragments += ip_fragments;
+    a.malformed_packets += malformed_packets;
+    a.unsupported_link_packets += unsupported_link_packets;
+    a.connections += connections;
+    a.snaplen_cut_segments += snaplen_cut_segments;
+    a.snaplen_cut_bytes += snaplen_cut_bytes;
+    a.gaps += gaps;
+    a.gap_bytes += gap_bytes;
+    a.retransmitted_bytes += retransmitted_bytes;
+    a.overlap_conflicts += overlap_conflicts;
+    a.out_of_order_segments += out_of_order_segments;
+    a.reassembly_limit_hits += reassembly_limit_hits;
+    a.flows_evicted += flows_evicted;
 }
 
 fn add_h2(a: &mut http2::Stats, b: &http2::Stats) {
@@ -768,6 +878,7 @@ fn server_mismatch(bytes: &[u8], kind: Option<Transport>, client_speaks: &str) -
 
 impl<S: ExchangeSink> FlowSink for State<S> {
     fn opened(&mut self, info: &ConnInfo) {
+        self.out.sink.connection_opened(info.id);
         self.conns.insert(
             info.id,
             Conn {
@@ -792,6 +903,7 @@ impl<S: ExchangeSink> FlowSink for State<S> {
 
     fn closed(&mut self, conn_id: u64) {
         let Some(mut conn) = self.conns.remove(&conn_id) else {
+            self.out.sink.connection_closed(conn_id);
             return;
         };
         let kind = self.port_kind(&conn.info);
@@ -861,5 +973,6 @@ impl<S: ExchangeSink> FlowSink for State<S> {
             }
             _ => {}
         }
+        out.sink.connection_closed(conn_id);
     }
 }

@@ -19,10 +19,10 @@ use tfwire::tfserving::Exchange;
 use crate::support::{fixture, tfwire_bin};
 
 /// xorshift64*: small, deterministic, no dependency.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
     fn next(&mut self) -> u64 {
@@ -112,7 +112,7 @@ fn essence(ex: &[Exchange]) -> Vec<String> {
     v
 }
 
-fn read(name: &str) -> Vec<u8> {
+pub(crate) fn read(name: &str) -> Vec<u8> {
     std::fs::read(fixture(name)).expect("fixture")
 }
 
@@ -201,7 +201,7 @@ fn write_pcap(pkts: &[Owned]) -> Vec<u8> {
 // Byte-level mutations of whole capture files.
 
 #[derive(Debug, Clone, Copy)]
-enum Mutation {
+pub(crate) enum Mutation {
     BitFlips,
     Insert,
     Delete,
@@ -213,7 +213,7 @@ enum Mutation {
     SmallLength,
 }
 
-const MUTATIONS: [Mutation; 9] = [
+pub(crate) const MUTATIONS: [Mutation; 9] = [
     Mutation::BitFlips,
     Mutation::Insert,
     Mutation::Delete,
@@ -225,7 +225,7 @@ const MUTATIONS: [Mutation; 9] = [
     Mutation::SmallLength,
 ];
 
-fn mutate(rng: &mut Rng, bytes: &[u8], m: Mutation) -> Vec<u8> {
+pub(crate) fn mutate(rng: &mut Rng, bytes: &[u8], m: Mutation) -> Vec<u8> {
     let (header, recs) = records(bytes);
     let mut out = bytes.to_vec();
     let pick = |rng: &mut Rng| recs[rng.below(recs.len())];

@@ -13,3 +13,4 @@ mod midconn;
 mod reassembly;
 mod report;
 mod rest;
+mod shard;
