@@ -35,7 +35,7 @@ use crate::tfserving::Exchange;
 /// Items per batch sent to the merger.
 const BATCH: usize = 128;
 /// Batches a worker may have in flight before it waits for the merger.
-const IN_FLIGHT: usize = 32;
+const IN_FLIGHT: usize = 16;
 /// A worker reports its progress at least every this many frames, so the
 /// merger can release other workers' items while this one has none.
 const WATERMARK_EVERY: u32 = 4096;

@@ -1116,3 +1116,62 @@ fn binary_stays_within_an_address_space_limit_on_hostile_files() {
     analyze_bounded(&paths, 1024);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Every packet a reader hands out (frame, time, link type, bytes), the
+/// count, and whether it stopped early.
+type ReadOut = (Vec<(u64, i64, u32, Vec<u8>)>, u64, bool);
+
+fn packets_of(mut r: CaptureReader<'_>) -> ReadOut {
+    let mut v = Vec::new();
+    r.for_each_packet(1, |p, _| {
+        v.push((p.frame, p.ts_ns, p.link.0, p.data.to_vec()))
+    });
+    (v, r.stats().packets, r.stats().cut_short.is_some())
+}
+
+#[test]
+fn mapped_files_and_streams_read_mutated_captures_alike() {
+    let dir = std::env::temp_dir().join(format!("tfwire-mapped-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut compared = 0;
+    for (f, name) in [
+        "grpc_ipv6_sll2.pcap",
+        "grpc_basic.pcapng",
+        "grpc_midconn_lossy.pcap",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let bytes = read(name);
+        for (k, m) in MUTATIONS.iter().enumerate() {
+            for seed in 0..4 {
+                let mut rng = Rng::new((f * 1000 + k * 100 + seed + 31) as u64);
+                let mutated = mutate(&mut rng, &bytes, *m);
+                let path = dir.join(format!("{f}-{k}-{seed}"));
+                std::fs::write(&path, &mutated).expect("write");
+                let mapped = CaptureReader::open(&path).map(packets_of);
+                let streamed =
+                    CaptureReader::from_reader("s".into(), Cursor::new(mutated)).map(packets_of);
+                match (mapped, streamed) {
+                    (Ok(a), Ok(b)) => {
+                        assert!(
+                            a == b,
+                            "{name} {m:?} seed {seed}: {} vs {} packets",
+                            a.1,
+                            b.1
+                        )
+                    }
+                    (Err(a), Err(b)) => assert_eq!(
+                        std::mem::discriminant(&a),
+                        std::mem::discriminant(&b),
+                        "{name} {m:?} seed {seed}"
+                    ),
+                    (a, b) => panic!("{name} {m:?} seed {seed}: {:?} vs {:?}", a.err(), b.err()),
+                }
+                compared += 1;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(compared, 3 * MUTATIONS.len() * 4);
+}

@@ -15,6 +15,8 @@ use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 
 mod linktype;
+#[cfg(unix)]
+mod mapped;
 
 pub use linktype::LinkType;
 
@@ -83,10 +85,19 @@ const INITIAL_BUFFER: usize = 1 << 20;
 /// format, but no real capture has a record near this; a larger one is corrupt.
 const MAX_BLOCK: usize = 256 << 20;
 
+/// Where the blocks come from.
+enum Input<'r> {
+    /// Read into a buffer (pipes, standard input, anything not mappable).
+    Stream(Box<dyn PcapReaderIterator + Send + 'r>),
+    /// A regular file, borrowed from a memory map.
+    #[cfg(unix)]
+    Mapped(mapped::MappedCapture),
+}
+
 /// Reads one capture (file or stream) and hands out its packets.
 pub struct CaptureReader<'r> {
     name: String,
-    inner: Box<dyn PcapReaderIterator + Send + 'r>,
+    inner: Input<'r>,
     capacity: usize,
     legacy: Option<Interface>,
     interfaces: Vec<Interface>,
@@ -106,7 +117,30 @@ impl<'r> CaptureReader<'r> {
             path: name.clone(),
             err,
         })?;
+        #[cfg(unix)]
+        if file.metadata().is_ok_and(|m| m.is_file()) {
+            match mapped::MappedCapture::open(&file) {
+                Ok(m) => return Ok(CaptureReader::with_input(name, Input::Mapped(m))),
+                Err(mapped::Unmapped::Empty) => return Err(CaptureError::Empty { path: name }),
+                Err(mapped::Unmapped::NotACapture) => {
+                    return Err(CaptureError::NotACapture { path: name })
+                }
+                Err(mapped::Unmapped::Unavailable) => {}
+            }
+        }
         CaptureReader::from_reader(name, file)
+    }
+
+    fn with_input(name: String, inner: Input<'r>) -> CaptureReader<'r> {
+        CaptureReader {
+            name,
+            inner,
+            capacity: INITIAL_BUFFER,
+            legacy: None,
+            interfaces: Vec::new(),
+            stats: CaptureStats::default(),
+            consumed: 0,
+        }
     }
 
     pub fn from_reader<R: Read + Send + 'r>(
@@ -127,15 +161,7 @@ impl<'r> CaptureReader<'r> {
             }
             Err(_) => return Err(CaptureError::NotACapture { path: name }),
         };
-        Ok(CaptureReader {
-            name,
-            inner,
-            capacity: INITIAL_BUFFER,
-            legacy: None,
-            interfaces: Vec::new(),
-            stats: CaptureStats::default(),
-            consumed: 0,
-        })
+        Ok(CaptureReader::with_input(name, Input::Stream(inner)))
     }
 
     pub fn name(&self) -> &str {
@@ -160,9 +186,63 @@ impl<'r> CaptureReader<'r> {
         first_frame: u64,
         mut on_packet: impl FnMut(&Packet<'_>, u64),
     ) -> u64 {
+        match &mut self.inner {
+            Input::Stream(_) => self.stream_packets(first_frame, on_packet),
+            #[cfg(unix)]
+            Input::Mapped(m) => {
+                let mut frame = first_frame;
+                loop {
+                    let (block, len) = match m.next(MAX_BLOCK) {
+                        mapped::Next::Block(b, len) => (b, len),
+                        mapped::Next::End => break,
+                        mapped::Next::Cut(why) => {
+                            self.stats.cut_short = Some(match why {
+                                mapped::CutReason::Truncated(left) => format!(
+                                    "file ends inside a record ({left} trailing bytes ignored)"
+                                ),
+                                mapped::CutReason::TooLarge => format!(
+                                    "record larger than {} MiB; stopped reading",
+                                    MAX_BLOCK >> 20
+                                ),
+                                mapped::CutReason::Corrupt(e) => format!(
+                                    "corrupt record after byte {} ({}); stopped reading",
+                                    self.consumed,
+                                    describe(&e)
+                                ),
+                            });
+                            break;
+                        }
+                    };
+                    if let Some(p) = packet_of(
+                        &mut self.legacy,
+                        &mut self.interfaces,
+                        &mut self.stats,
+                        block,
+                        frame,
+                    ) {
+                        frame += 1;
+                        count(&mut self.stats, &p);
+                        on_packet(&p, self.consumed);
+                    }
+                    self.consumed += len as u64;
+                    m.consume(len);
+                }
+                frame
+            }
+        }
+    }
+
+    fn stream_packets(
+        &mut self,
+        first_frame: u64,
+        mut on_packet: impl FnMut(&Packet<'_>, u64),
+    ) -> u64 {
+        let Input::Stream(inner) = &mut self.inner else {
+            return first_frame;
+        };
         let mut frame = first_frame;
         loop {
-            let offset = match self.inner.next() {
+            let offset = match inner.next() {
                 Ok((offset, block)) => {
                     if let Some(p) = packet_of(
                         &mut self.legacy,
@@ -172,19 +252,15 @@ impl<'r> CaptureReader<'r> {
                         frame,
                     ) {
                         frame += 1;
-                        self.stats.packets += 1;
-                        self.stats.bytes += p.data.len() as u64;
-                        if p.data.len() < p.orig_len as usize {
-                            self.stats.truncated_packets += 1;
-                        }
+                        count(&mut self.stats, &p);
                         on_packet(&p, self.consumed);
                     }
                     offset
                 }
                 Err(PcapError::Eof) => break,
                 Err(PcapError::Incomplete(_)) => {
-                    if self.inner.reader_exhausted() {
-                        let left = self.inner.data().len();
+                    if inner.reader_exhausted() {
+                        let left = inner.data().len();
                         if left > 0 {
                             self.stats.cut_short = Some(format!(
                                 "file ends inside a record ({left} trailing bytes ignored)"
@@ -193,8 +269,8 @@ impl<'r> CaptureReader<'r> {
                         break;
                     }
                     // A block larger than the buffer: grow, otherwise read more.
-                    if self.inner.position() == 0 && self.inner.data().len() >= self.capacity {
-                        if self.capacity >= MAX_BLOCK || !self.inner.grow(self.capacity * 2) {
+                    if inner.position() == 0 && inner.data().len() >= self.capacity {
+                        if self.capacity >= MAX_BLOCK || !inner.grow(self.capacity * 2) {
                             self.stats.cut_short = Some(format!(
                                 "record larger than {} MiB; stopped reading",
                                 MAX_BLOCK >> 20
@@ -203,7 +279,7 @@ impl<'r> CaptureReader<'r> {
                         }
                         self.capacity *= 2;
                     }
-                    if self.inner.refill().is_err() {
+                    if inner.refill().is_err() {
                         self.stats.cut_short = Some("read error".to_string());
                         break;
                     }
@@ -227,9 +303,17 @@ impl<'r> CaptureReader<'r> {
                 }
             };
             self.consumed += offset as u64;
-            self.inner.consume(offset);
+            inner.consume(offset);
         }
         frame
+    }
+}
+
+fn count(stats: &mut CaptureStats, p: &Packet<'_>) {
+    stats.packets += 1;
+    stats.bytes += p.data.len() as u64;
+    if p.data.len() < p.orig_len as usize {
+        stats.truncated_packets += 1;
     }
 }
 
@@ -428,14 +512,50 @@ mod tests {
         v.extend_from_slice(data);
     }
 
-    fn read_all(bytes: Vec<u8>) -> (Vec<(u64, i64, u32, usize)>, CaptureStats) {
-        let mut r =
-            CaptureReader::from_reader("t".into(), io::Cursor::new(bytes)).expect("capture header");
+    type Seen = (Vec<(u64, i64, u32, usize)>, CaptureStats);
+
+    fn read_with(mut r: CaptureReader<'_>) -> Seen {
         let mut out = Vec::new();
         r.for_each_packet(1, |p, _| {
             out.push((p.frame, p.ts_ns, p.link.0, p.data.len()))
         });
         (out, r.stats().clone())
+    }
+
+    /// Reads `bytes` as a stream and, from a temporary file, through the
+    /// memory map: both must see the same packets and counts.
+    fn read_all(bytes: Vec<u8>) -> Seen {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "tfwire-capture-{}-{}.pcap",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&path, &bytes).expect("temp file");
+        let mapped = read_with(CaptureReader::open(&path).expect("capture header"));
+        let _ = std::fs::remove_file(&path);
+        let streamed = read_with(
+            CaptureReader::from_reader("t".into(), io::Cursor::new(bytes)).expect("capture header"),
+        );
+        assert_eq!(mapped.0, streamed.0, "packets, mapped vs streamed");
+        let counts = |s: &CaptureStats| {
+            (
+                s.packets,
+                s.bytes,
+                s.truncated_packets,
+                s.unknown_interface_packets,
+                s.other_blocks,
+                s.cut_short.is_some(),
+            )
+        };
+        assert_eq!(
+            counts(&mapped.1),
+            counts(&streamed.1),
+            "{:?} vs {:?}",
+            mapped.1,
+            streamed.1
+        );
+        streamed
     }
 
     #[test]
