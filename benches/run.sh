@@ -8,7 +8,9 @@
 # the captures from the fixtures' real traffic into bench-data/ if they are
 # missing, then measures on each profile, in the same run:
 #   raw-read floor  pcap-parser iterating the file, xor-folding every packet
-#   tfwire          tfwire analyze --format jsonl FILE > /dev/null
+#   tfwire -j1      tfwire analyze --format jsonl --threads 1 FILE > /dev/null
+#   tfwire -jN      the same with N threads (THREADS, default 2), whose output
+#                   must be byte-identical to -j1 (checked, by SHA-256)
 #   tshark          tshark -r FILE -d tcp.port==8500,http2 -Y grpc -T fields -e grpc.status
 # and prints a Markdown table (also written to bench-data/results.md).
 # Wall time is the best of RUNS runs; peak RSS is /usr/bin/time's maximum
@@ -19,13 +21,14 @@
 #   SMALL_PACKETS=5000000  packets in the small-request capture
 #   MSS=1448             TCP segment size of the generated captures
 #   RUNS=3               timed runs per tool (best is reported)
+#   THREADS=2            threads of the parallel run
 #   TSHARK=1             0 skips tshark (otherwise installed with apt-get if missing)
 #   QUIET_LOAD=          e.g. 0.5: wait (up to 10 min) for the 1-minute load
 #                        average to drop below this before measuring
 #   NICE=                e.g. -10 (root): run the measured commands at this
 #                        niceness, for a shared machine
 #   BENCH_DATA=bench-data, CARGO_TARGET_DIR=target
-# CI runs a tiny version: LARGE_MB=8 SMALL_PACKETS=20000 RUNS=1 TSHARK=0.
+# CI (.ci/run) runs a tiny version: LARGE_MB=8 SMALL_PACKETS=20000 RUNS=1 TSHARK=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -34,6 +37,7 @@ LARGE_MB=${LARGE_MB:-1024}
 SMALL_PACKETS=${SMALL_PACKETS:-5000000}
 MSS=${MSS:-1448}
 RUNS=${RUNS:-3}
+THREADS=${THREADS:-2}
 TSHARK=${TSHARK:-1}
 DATA=${BENCH_DATA:-$ROOT/bench-data}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -154,26 +158,36 @@ for p in "${PROFILES[@]}"; do
     expect=$(json_num exchanges <"$f.expect.json")
     say "$p: $f ($((size >> 20)) MiB, $packets packets, $expect exchanges)"
 
-    # Warm-up and check: the page cache holds the file; tfwire finds every exchange.
+    # Warm-up and checks: the page cache holds the file; tfwire finds every
+    # exchange; the parallel output is the single-threaded output, byte for byte.
     cat "$f" >/dev/null
-    got=$("$BIN/tfwire" analyze --format jsonl "$f" | tail -n1 | json_num exchanges || true)
+    got=$("$BIN/tfwire" analyze --format jsonl --threads 1 "$f" | tail -n1 | json_num exchanges || true)
     [ "$got" = "$expect" ] || { say "$p: tfwire found ${got:-?} exchanges, the generator wrote $expect"; exit 1; }
+    sum1=$("$BIN/tfwire" analyze --format jsonl --threads 1 "$f" | sha256sum | cut -c1-16 || true)
+    sumn=$("$BIN/tfwire" analyze --format jsonl --threads "$THREADS" "$f" | sha256sum | cut -c1-16 || true)
+    [ "$sum1" = "$sumn" ] || { say "$p: -j$THREADS output differs from -j1 ($sumn vs $sum1)"; exit 1; }
 
     read -r w r c < <(best "$BIN/raw_read" "$f")
     row "$p" "raw-read floor (pcap-parser)" "$w" "$r" "$size" "$packets" 0 "" "$c"
     floor=$MBS
-    read -r w r c < <(best "$BIN/tfwire" analyze --format jsonl "$f")
-    row "$p" "**tfwire analyze --format jsonl**" "$w" "$r" "$size" "$packets" "$floor" "$expect exchanges" "$c"
+    read -r w r c < <(best "$BIN/tfwire" analyze --format jsonl --threads 1 "$f")
+    row "$p" "**tfwire analyze --format jsonl -j1**" "$w" "$r" "$size" "$packets" "$floor" "$expect exchanges" "$c"
     mbs=$MBS
     pps=$(awk -v p="$packets" -v w="$w" 'BEGIN { printf "%.2f", p / 1e6 / w }')
     rss=$((r / 1024))
+    w1=$w
+    read -r w r c < <(best "$BIN/tfwire" analyze --format jsonl --threads "$THREADS" "$f")
+    scale=$(awk -v a="$w1" -v b="$w" 'BEGIN { printf "%.2f", a / b }')
+    row "$p" "**tfwire analyze --format jsonl -j$THREADS**" "$w" "$r" "$size" "$packets" "$floor" "same output as -j1 (sha256 $sum1), ${scale}× -j1" "$c"
+    rssn=$((r / 1024))
     case $p in
     large) ok=$(awk -v m="$mbs" -v f="$floor" 'BEGIN { print (m >= f / 2) ? "met" : "NOT met" }')
         CHECKS+=("- large: tfwire $mbs MB/s vs floor $floor MB/s (target ≥ 50%): $ok") ;;
     small) ok=$(awk -v p="$pps" 'BEGIN { print (p >= 1.5) ? "met" : "NOT met" }')
         CHECKS+=("- small: tfwire $pps M packets/s (target ≥ 1.5 M/s): $ok") ;;
     esac
-    CHECKS+=("- $p: tfwire peak RSS $rss MB (target ≤ 100 MB): $([ "$rss" -le 100 ] && echo met || echo 'NOT met')")
+    CHECKS+=("- $p: tfwire peak RSS $rss MB with -j1, $rssn MB with -j$THREADS (target ≤ 100 MB): $([ "$rss" -le 100 ] && [ "$rssn" -le 100 ] && echo met || echo 'NOT met')")
+    CHECKS+=("- $p: -j$THREADS runs ${scale}× as fast as -j1 with identical output (target ≥ 1.7× on 2 cores): $(awk -v s="$scale" 'BEGIN { print (s >= 1.7) ? "met" : "NOT met" }')")
 
     if [ "$TSHARK" = 1 ]; then
         tout=$(mktemp)
