@@ -45,18 +45,30 @@ struct Collector<W: Write> {
     engine: diagnose::Engine,
     summary: Summary,
     output: Output<W>,
+    /// Exchanges reported, in order, for their shard thread to free (None:
+    /// kept by the table); collected only in sharded runs.
+    spent: Option<Vec<Option<Exchange>>>,
 }
 
-fn report_one<W: Write>(summary: &mut Summary, output: &mut Output<W>, ex: Exchange) -> bool {
+fn report_one<W: Write>(
+    summary: &mut Summary,
+    output: &mut Output<W>,
+    spent: &mut Option<Vec<Option<Exchange>>>,
+    ex: Exchange,
+) -> bool {
     summary.add(&ex);
-    match output {
-        Output::Jsonl(j) => j.write(&ex),
+    let (ok, done) = match output {
+        Output::Jsonl(j) => (j.write(&ex), Some(ex)),
         Output::Table(t) => {
             t.add(ex);
-            true
+            (true, None)
         }
-        Output::SummaryOnly => true,
+        Output::SummaryOnly => (true, Some(ex)),
+    };
+    if let Some(s) = spent {
+        s.push(done);
     }
+    ok
 }
 
 impl<W: Write> Collector<W> {
@@ -65,17 +77,20 @@ impl<W: Write> Collector<W> {
             engine,
             summary,
             output,
+            spent,
         } = self;
-        engine.push(ex, &mut |ex| report_one(summary, output, ex))
+        engine.push(ex, &mut |ex| report_one(summary, output, spent, ex))
     }
 
     fn finish(&mut self) -> bool {
+        self.spent = None;
         let Collector {
             engine,
             summary,
             output,
+            spent,
         } = self;
-        engine.finish(&mut |ex| report_one(summary, output, ex))
+        engine.finish(&mut |ex| report_one(summary, output, spent, ex))
     }
 }
 
@@ -88,6 +103,18 @@ impl<W: Write> pipeline::ExchangeSink for Collector<W> {
 impl<W: Write> pipeline::ExchangeSink for &mut Collector<W> {
     fn exchange(&mut self, ex: Exchange) -> bool {
         self.take(ex)
+    }
+}
+
+impl<W: Write> shard::Merged for &mut Collector<W> {
+    fn recycle(&mut self) {
+        self.spent.get_or_insert_with(Vec::new);
+    }
+
+    fn spent(&mut self, into: &mut Vec<Option<Exchange>>) {
+        if let Some(s) = &mut self.spent {
+            into.append(s);
+        }
     }
 }
 
@@ -143,6 +170,7 @@ pub fn analyze(opts: &AnalyzeOptions, out: impl Write) -> Result<u8, RunError> {
         engine: diagnose::Engine::new(load_book(&opts.model_dirs, &opts.signature_files)?),
         summary: Summary::new(),
         output,
+        spent: None,
     };
 
     // Open every file first so that a bad argument fails before any output.
@@ -286,7 +314,8 @@ fn analyze_sharded<W: Write>(
         shards,
         progress: &progress,
     };
-    let ends = shard::run(&job, collector).map_err(RunError)?;
+    let mut sink = collector;
+    let ends = shard::run(&job, &mut sink).map_err(RunError)?;
     let mut totals = report::summary::CaptureTotals::default();
     let mut net = net::NetStats::default();
     let mut protocols = pipeline::ProtoStats::default();

@@ -25,13 +25,15 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
 use crate::capture::{CaptureReader, CaptureStats, LinkType, Packet};
 use crate::net::{tcp_segment, NetStats, TcpSegment};
 use crate::pipeline::{Analyzer, Config, ExchangeSink, ProtoStats};
 use crate::tfserving::Exchange;
 
+/// Exchanges handed back to their worker at once.
+const RETURN_BATCH: usize = 64;
 /// Items per batch sent to the merger.
 const BATCH: usize = 128;
 /// Batches a worker may have in flight before it waits for the merger.
@@ -174,6 +176,9 @@ pub struct WorkerEnd {
 /// them to the merger in batches.
 struct ShardSink<'s> {
     tx: SyncSender<Batch>,
+    /// Exchanges the merger is done with, to be freed by the thread that
+    /// allocated them: cross-thread frees cost allocators far more.
+    back: Receiver<Vec<Exchange>>,
     stop: &'s AtomicBool,
     frame: u64,
     items: Vec<Item>,
@@ -203,6 +208,9 @@ impl ShardSink<'_> {
         if !self.alive {
             self.items.clear();
             return;
+        }
+        while let Ok(done) = self.back.try_recv() {
+            drop(done);
         }
         let items = std::mem::replace(&mut self.items, Vec::with_capacity(BATCH));
         if self.stop.load(Ordering::Relaxed) || self.tx.send(Batch { items, watermark }).is_err() {
@@ -247,25 +255,44 @@ pub enum Progress<'a> {
     FileDone,
 }
 
+/// Where merged exchanges go: an exchange sink that can hand back, in the
+/// order it received them, the exchanges it is done with.
+pub trait Merged: ExchangeSink {
+    /// Start collecting spent exchanges.
+    fn recycle(&mut self);
+    /// Appends, in order, one entry per exchange reported since the last
+    /// call: the exchange, or None if the sink keeps it.
+    fn spent(&mut self, into: &mut Vec<Option<Exchange>>);
+}
+
 /// Runs the workers and hands the merged exchanges, in single-threaded
 /// order, to `sink`. Returns the workers' ends (index = shard).
-pub fn run(job: &Job<'_>, sink: &mut impl ExchangeSink) -> Result<Vec<WorkerEnd>, String> {
+pub fn run(job: &Job<'_>, sink: &mut impl Merged) -> Result<Vec<WorkerEnd>, String> {
     let stop = AtomicBool::new(false);
     let stop = &stop;
     std::thread::scope(|scope| {
-        let mut rxs = Vec::with_capacity(job.shards);
+        let mut lanes = Vec::with_capacity(job.shards);
         let mut handles = Vec::with_capacity(job.shards);
         for shard in 0..job.shards {
             let (tx, rx) = sync_channel(IN_FLIGHT);
-            rxs.push(rx);
+            let (back_tx, back_rx) = channel();
+            lanes.push(Lane {
+                rx,
+                items: VecDeque::new(),
+                watermark: (0, 0),
+                done: false,
+                conns: HashMap::new(),
+                back: back_tx,
+                returning: Vec::new(),
+            });
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("tfwire-shard-{shard}"))
-                    .spawn_scoped(scope, move || worker(job, shard, tx, stop))
+                    .spawn_scoped(scope, move || worker(job, shard, tx, back_rx, stop))
                     .map_err(|e| format!("starting a worker thread: {e}"))?,
             );
         }
-        let merged = merge(rxs, sink);
+        let merged = merge(lanes, sink);
         if !merged {
             stop.store(true, Ordering::Relaxed);
         }
@@ -285,12 +312,14 @@ fn worker(
     job: &Job<'_>,
     shard: usize,
     tx: SyncSender<Batch>,
+    back: Receiver<Vec<Exchange>>,
     stop: &AtomicBool,
 ) -> Result<WorkerEnd, String> {
     let mut config = job.config.clone();
     config.flow.max_flows = (config.flow.max_flows / job.shards).max(1);
     let sink = ShardSink {
         tx,
+        back,
         stop,
         frame: 0,
         items: Vec::with_capacity(BATCH),
@@ -382,6 +411,8 @@ struct Lane {
     /// This shard's connection index → global `tcp.stream` index, for the
     /// connections open now.
     conns: HashMap<u64, u64>,
+    back: Sender<Vec<Exchange>>,
+    returning: Vec<Exchange>,
 }
 
 impl Lane {
@@ -398,6 +429,12 @@ impl Lane {
     }
 
     /// Blocks for the worker's next batch, or its end.
+    fn give_back(&mut self) {
+        let done = std::mem::take(&mut self.returning);
+        // A worker that has finished frees nothing more; they drop here.
+        let _ = self.back.send(done);
+    }
+
     fn receive(&mut self) {
         match self.rx.recv() {
             Ok(Batch { items, watermark }) => {
@@ -410,17 +447,11 @@ impl Lane {
 }
 
 /// Merges the workers' streams into `sink`; false if the sink stopped.
-fn merge(rxs: Vec<Receiver<Batch>>, sink: &mut impl ExchangeSink) -> bool {
-    let mut lanes: Vec<Lane> = rxs
-        .into_iter()
-        .map(|rx| Lane {
-            rx,
-            items: VecDeque::new(),
-            watermark: (0, 0),
-            done: false,
-            conns: HashMap::new(),
-        })
-        .collect();
+fn merge(mut lanes: Vec<Lane>, sink: &mut impl Merged) -> bool {
+    sink.recycle();
+    // The lane of every exchange handed to the sink and not yet spent.
+    let mut origin: VecDeque<usize> = VecDeque::new();
+    let mut spent = Vec::new();
     let mut next_conn = 0u64;
     let mut next_id = 1u64;
     loop {
@@ -439,6 +470,9 @@ fn merge(rxs: Vec<Receiver<Batch>>, sink: &mut impl ExchangeSink) -> bool {
             continue;
         }
         let Some((_, i)) = best else {
+            for lane in &mut lanes {
+                lane.give_back();
+            }
             return true;
         };
         let lane = &mut lanes[i];
@@ -458,8 +492,22 @@ fn merge(rxs: Vec<Receiver<Batch>>, sink: &mut impl ExchangeSink) -> bool {
                 let global = lane.conns.get(&ex.connection).copied().unwrap_or(0);
                 renumber(&mut ex, next_id, global);
                 next_id += 1;
+                origin.push_back(i);
                 if !sink.exchange(ex) {
                     return false;
+                }
+                sink.spent(&mut spent);
+                for ex in spent.drain(..) {
+                    let Some(from) = origin.pop_front() else {
+                        break;
+                    };
+                    if let Some(ex) = ex {
+                        let lane = &mut lanes[from];
+                        lane.returning.push(ex);
+                        if lane.returning.len() >= RETURN_BATCH {
+                            lane.give_back();
+                        }
+                    }
                 }
             }
         }
