@@ -4,7 +4,10 @@
 
 pub mod message;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 
 use crate::http2::{Event, HeaderField};
 use crate::net::Dir;
@@ -299,7 +302,8 @@ impl Default for Limits {
 /// The calls of one HTTP/2 connection.
 pub struct CallTable {
     conn: u64,
-    open: HashMap<u32, Call>,
+    /// Keyed with a per-process random seed: stream ids come from the capture.
+    open: HashMap<u32, Call, RandomState>,
     limits: Limits,
     pub untracked_streams: u64,
     pub goaway: Option<(Dir, u32, u32)>,
@@ -311,7 +315,7 @@ impl CallTable {
     pub fn new(conn: u64, limits: Limits) -> Self {
         CallTable {
             conn,
-            open: HashMap::new(),
+            open: HashMap::default(),
             limits,
             untracked_streams: 0,
             goaway: None,
@@ -320,16 +324,18 @@ impl CallTable {
     }
 
     fn call(&mut self, stream: u32) -> Option<&mut Call> {
-        if !self.open.contains_key(&stream) {
-            if self.open.len() >= self.limits.max_open_calls {
+        let full = self.open.len() >= self.limits.max_open_calls;
+        match self.open.entry(stream) {
+            Entry::Occupied(o) => Some(o.into_mut()),
+            Entry::Vacant(_) if full => {
                 self.untracked_streams += 1;
-                return None;
+                None
             }
-            self.calls_seen += 1;
-            self.open
-                .insert(stream, Call::new(self.conn, stream, self.limits.messages));
+            Entry::Vacant(v) => {
+                self.calls_seen += 1;
+                Some(v.insert(Call::new(self.conn, stream, self.limits.messages)))
+            }
         }
-        self.open.get_mut(&stream)
     }
 
     /// Applies one HTTP/2 event; calls that end are handed to `done`.
