@@ -9,14 +9,19 @@ use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 
-use crate::http2::{Event, HeaderField};
+use crate::http2::{Event, HeaderBlock};
 use crate::net::Dir;
 pub use message::{Deframer, Encoding, Limits as MessageLimits, Message};
 
 /// Decoded header fields of one header block, as far as HPACK could tell.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderList {
-    pub fields: Vec<(String, String)>,
+    /// Names and values of the known fields, back to back (one allocation for
+    /// the block, not two per field).
+    text: String,
+    /// End offsets in `text` of each field's name and value; a name starts
+    /// where the previous value ended.
+    ends: Vec<(u32, u32)>,
     /// Names whose value referenced a dynamic-table entry never seen.
     pub unknown_values: Vec<String>,
     /// Fields whose name (and value) were never seen.
@@ -31,7 +36,7 @@ pub struct HeaderList {
 }
 
 impl HeaderList {
-    pub fn from_fields(fields: &[HeaderField], error: Option<String>) -> HeaderList {
+    pub fn from_fields(fields: &HeaderBlock, error: Option<String>) -> HeaderList {
         let mut h = HeaderList {
             error,
             ..HeaderList::default()
@@ -40,15 +45,28 @@ impl HeaderList {
         // an open call keeps its header lists, so they are capped (gRPC's own
         // servers reject more than 16 KiB of metadata).
         let mut kept = 0usize;
+        let mut known = 0usize;
         for f in fields {
-            let size = f.name.as_ref().map_or(0, Vec::len) + f.value.as_ref().map_or(0, Vec::len);
+            let size = f.name.map_or(0, <[u8]>::len) + f.value.map_or(0, <[u8]>::len);
             if kept + size > MAX_HEADER_BYTES_KEPT {
                 h.dropped_fields += 1;
                 continue;
             }
             kept += size;
-            match (&f.name, &f.value) {
-                (Some(n), Some(v)) => h.fields.push((lossy(n), lossy(v))),
+            match (f.name, f.value) {
+                (Some(n), Some(v)) => {
+                    if h.text.capacity() == 0 {
+                        // Room for the whole block at once, lossy expansion aside.
+                        h.text.reserve(kept_bytes(fields));
+                        h.ends.reserve_exact(fields.len());
+                    }
+                    h.text.push_str(&String::from_utf8_lossy(n));
+                    let name_end = h.text.len();
+                    h.text.push_str(&String::from_utf8_lossy(v));
+                    // `kept` bounds the text to a few times 16 KiB: offsets fit.
+                    h.ends.push((name_end as u32, h.text.len() as u32));
+                    known += 1;
+                }
                 (Some(n), None) => h.unknown_values.push(lossy(n)),
                 (None, Some(v)) => {
                     h.unknown_fields += 1;
@@ -57,14 +75,23 @@ impl HeaderList {
                 (None, None) => h.unknown_fields += 1,
             }
         }
+        debug_assert_eq!(known, h.ends.len());
         h
     }
 
+    /// The known fields, in block order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&(n, v)| {
+            let (n, v) = (n as usize, v as usize);
+            let field = (&self.text[start..n], &self.text[n..v]);
+            start = v;
+            field
+        })
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.fields().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// Whether a field of this name might be among the unknown ones.
@@ -73,6 +100,17 @@ impl HeaderList {
             || self.error.is_some()
             || self.unknown_values.iter().any(|n| n == name)
     }
+}
+
+/// Bytes of the known fields of a block that fit under the cap.
+fn kept_bytes(fields: &HeaderBlock) -> usize {
+    let mut kept = 0usize;
+    for f in fields {
+        if let (Some(n), Some(v)) = (f.name, f.value) {
+            kept += n.len() + v.len();
+        }
+    }
+    kept.min(MAX_HEADER_BYTES_KEPT)
 }
 
 /// Decoded header bytes kept per header block.
@@ -583,13 +621,12 @@ mod tests {
     #[test]
     fn status_from_trailers_only() {
         let mut t = CallTable::new(0, Limits::default());
-        let fields = |kv: &[(&str, &str)]| -> Vec<HeaderField> {
-            kv.iter()
-                .map(|(k, v)| HeaderField {
-                    name: Some(k.as_bytes().to_vec()),
-                    value: Some(v.as_bytes().to_vec()),
-                })
-                .collect()
+        let fields = |kv: &[(&str, &str)]| -> HeaderBlock {
+            let mut b = HeaderBlock::default();
+            for (k, v) in kv {
+                b.push(Some(k.as_bytes()), Some(v.as_bytes()));
+            }
+            b
         };
         let mut out = Vec::new();
         let req = fields(&[(":path", "/tensorflow.serving.PredictionService/Predict")]);
