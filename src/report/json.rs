@@ -354,3 +354,244 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
         out.push(b'"');
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::Confidence;
+    use crate::tfserving::exchange::VersionStatus;
+    use crate::tfserving::signature::{Signature, TensorSpec};
+    use crate::tfserving::ValueEncoding;
+
+    /// xorshift64*: deterministic cases without a dev-dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn coin(&mut self) -> bool {
+            self.below(2) == 0
+        }
+
+        /// Text mixing plain ASCII with every kind of character JSON escapes
+        /// or passes through: quotes, backslashes, C0 controls, DEL, non-ASCII.
+        fn text(&mut self) -> String {
+            const SPECIAL: &[char] = &[
+                '"', '\\', '/', '\u{0}', '\u{8}', '\u{9}', '\u{a}', '\u{c}', '\u{d}', '\u{1b}',
+                '\u{1f}', '\u{7f}', '\u{80}', 'é', '€', '\u{2028}', '\u{fffd}', '😀',
+            ];
+            let len = self.below(12);
+            (0..len)
+                .map(|_| match self.below(4) {
+                    0 => SPECIAL[self.below(SPECIAL.len() as u64) as usize],
+                    _ => char::from(b' ' + self.below(95) as u8),
+                })
+                .collect()
+        }
+
+        fn opt_text(&mut self) -> Option<String> {
+            self.coin().then(|| self.text())
+        }
+
+        fn texts(&mut self) -> Vec<String> {
+            (0..self.below(3)).map(|_| self.text()).collect()
+        }
+
+        fn int(&mut self) -> i64 {
+            match self.below(4) {
+                0 => i64::MIN,
+                1 => i64::MAX,
+                2 => -(self.below(1000) as i64),
+                _ => self.next() as i64,
+            }
+        }
+
+        fn dims(&mut self) -> Option<Vec<i64>> {
+            self.coin()
+                .then(|| (0..self.below(4)).map(|_| self.int()).collect())
+        }
+
+        fn tensor(&mut self) -> TensorSummary {
+            TensorSummary {
+                name: if self.coin() {
+                    String::new()
+                } else {
+                    self.text()
+                },
+                dtype: self.coin().then_some("DT_FLOAT"),
+                dtype_code: self.coin().then(|| self.int() as i32),
+                shape: self.dims(),
+                values: self.coin().then(|| self.next()),
+                encoding: [
+                    ValueEncoding::TensorContent,
+                    ValueEncoding::Typed,
+                    ValueEncoding::Empty,
+                    ValueEncoding::Json,
+                ][self.below(4) as usize],
+                fields: (0..self.below(3)).map(|_| "float_val").collect(),
+                bytes: self.next(),
+                problems: self.texts(),
+                json: self.coin().then(|| vec!["float", "int"]),
+            }
+        }
+
+        fn exchange(&mut self) -> Exchange {
+            let latency = [None, Some(0.0), Some(4.437), Some(1e-7), Some(1e300)];
+            Exchange {
+                kind: "exchange",
+                id: self.next(),
+                transport: if self.coin() {
+                    Transport::Grpc
+                } else {
+                    Transport::Rest
+                },
+                client: self.text(),
+                server: self.text(),
+                connection: self.next(),
+                stream: self.coin().then(|| self.next() as u32),
+                request_frames: (0..self.below(4)).map(|_| self.next()).collect(),
+                response_frames: (0..self.below(4)).map(|_| self.next()).collect(),
+                request_id: self.opt_text(),
+                method: self.opt_text(),
+                path: self.opt_text(),
+                model: self.opt_text(),
+                version: self.coin().then(|| self.int()),
+                version_label: self.opt_text(),
+                signature: self.opt_text(),
+                inputs: (0..self.below(3)).map(|_| self.tensor()).collect(),
+                outputs: (0..self.below(3)).map(|_| self.tensor()).collect(),
+                output_filter: self.texts(),
+                examples: self.coin().then(|| self.next()),
+                tasks: self.texts(),
+                results: self.coin().then(|| self.next()),
+                signatures: self.coin().then(|| {
+                    let spec = TensorSpec {
+                        alias: self.text(),
+                        dtype: self.opt_text(),
+                        shape: self.dims(),
+                        tensor_name: self.opt_text(),
+                    };
+                    [(
+                        self.text(),
+                        Signature {
+                            method_name: self.text(),
+                            inputs: vec![spec.clone()],
+                            outputs: vec![spec],
+                            defaults: self.texts(),
+                        },
+                    )]
+                    .into_iter()
+                    .collect()
+                }),
+                model_status: self.coin().then(|| {
+                    vec![VersionStatus {
+                        version: self.int(),
+                        state: self.text(),
+                        error_code: self.coin().then(|| self.int() as i32),
+                        error_message: self.opt_text(),
+                    }]
+                }),
+                request_encoding: self.opt_text(),
+                rest_format: self.coin().then_some("row"),
+                http_method: self.opt_text(),
+                request_bytes: self.next(),
+                response_bytes: self.next(),
+                start: self.opt_text(),
+                latency_ms: latency[self.below(5) as usize],
+                status: Status {
+                    ok: self.coin(),
+                    grpc_code: self.coin().then(|| self.next() as u32),
+                    grpc_status: self.coin().then_some("INVALID_ARGUMENT"),
+                    http_status: self.coin().then(|| self.next() as u16),
+                    message: self.opt_text(),
+                    reset: self.opt_text(),
+                },
+                complete: self.coin(),
+                notes: self.texts(),
+                diagnosis: self.coin().then(|| Diagnosis {
+                    category: "dtype_mismatch",
+                    input: self.opt_text(),
+                    sent_dtype: self.opt_text(),
+                    expected_dtype: self.opt_text(),
+                    sent_shape: self.dims(),
+                    expected_shape: self.dims(),
+                    summary: self.text(),
+                    fix: self.text(),
+                    evidence: self.texts(),
+                    confidence: [
+                        Confidence::Possible,
+                        Confidence::Likely,
+                        Confidence::Certain,
+                    ][self.below(3) as usize],
+                }),
+                warnings: self.texts(),
+                wireshark_filter: self.text(),
+                start_ts_ns: self.coin().then(|| self.int()),
+                resolved_version: None,
+                metadata_fields: self.texts(),
+                protocol_problem: self.opt_text(),
+                protocol_problem_certain: self.coin(),
+            }
+        }
+    }
+
+    #[test]
+    fn exchanges_serialize_as_serde_json_does() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..5000 {
+            let ex = rng.exchange();
+            let mut ours = Vec::new();
+            write_exchange(&mut ours, &ex);
+            let theirs = serde_json::to_vec(&ex).expect("serialize");
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
+        }
+    }
+
+    #[test]
+    fn strings_escape_as_serde_json_does() {
+        // Every character below 0x80 alone and between plain text, then random mixes.
+        for c in (0u8..0x80).map(char::from).chain(['é', '\u{2028}', '😀']) {
+            for s in [c.to_string(), format!("a{c}b{c}")] {
+                let mut ours = Vec::new();
+                string(&mut ours, &s);
+                assert_eq!(ours, serde_json::to_vec(&s).expect("serialize"), "{s:?}");
+            }
+        }
+        let mut rng = Rng(7);
+        for _ in 0..20_000 {
+            let s = rng.text();
+            let mut ours = Vec::new();
+            string(&mut ours, &s);
+            assert_eq!(ours, serde_json::to_vec(&s).expect("serialize"), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn lines_are_buffered_and_flushed_in_order() {
+        let mut rng = Rng(11);
+        let exchanges: Vec<Exchange> = (0..300).map(|_| rng.exchange()).collect();
+        let mut expected = Vec::new();
+        let mut j = super::super::JsonLines::new(Vec::new(), false);
+        for ex in &exchanges {
+            assert!(j.write(ex));
+            expected.extend(serde_json::to_vec(ex).expect("serialize"));
+            expected.push(b'\n');
+            assert!(j.write(&serde_json::json!({"n": 1})));
+            expected.extend_from_slice(b"{\"n\":1}\n");
+        }
+        j.finish().expect("finish");
+        assert_eq!(j.out, expected);
+    }
+}
