@@ -60,9 +60,9 @@ impl HeaderList {
                         h.text.reserve(kept_bytes(fields));
                         h.ends.reserve_exact(fields.len());
                     }
-                    h.text.push_str(&String::from_utf8_lossy(n));
+                    push_lossy(&mut h.text, n);
                     let name_end = h.text.len();
-                    h.text.push_str(&String::from_utf8_lossy(v));
+                    push_lossy(&mut h.text, v);
                     // `kept` bounds the text to a few times 16 KiB: offsets fit.
                     h.ends.push((name_end as u32, h.text.len() as u32));
                     known += 1;
@@ -115,6 +115,15 @@ fn kept_bytes(fields: &HeaderBlock) -> usize {
 
 /// Decoded header bytes kept per header block.
 pub const MAX_HEADER_BYTES_KEPT: usize = 16 << 10;
+
+/// Appends `b` as text; `from_utf8` checks ASCII a word at a time, where
+/// `from_utf8_lossy` walks byte by byte even when nothing needs replacing.
+fn push_lossy(s: &mut String, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(t) => s.push_str(t),
+        Err(_) => s.push_str(&String::from_utf8_lossy(b)),
+    }
+}
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

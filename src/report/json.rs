@@ -345,7 +345,7 @@ fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
 /// is; anything with a quote, backslash or control character is escaped by
 /// serde_json, so escapes are spelled exactly as before.
 pub fn string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if needs_escape(s.as_bytes()) {
         serde(out, s);
     } else {
         out.reserve(s.len() + 2);
@@ -353,6 +353,32 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
     }
+}
+
+/// Whether any byte is below 0x20, a quote or a backslash; eight bytes at a
+/// time (the SWAR "has a byte less than / equal to" tests, which never miss a
+/// byte; a false alarm would only send the string through serde_json).
+fn needs_escape(b: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_ne_bytes(w);
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
+        if below_space
+            || has_zero(x ^ (ONES * u64::from(b'"')))
+            || has_zero(x ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 #[cfg(test)]
@@ -575,6 +601,20 @@ mod tests {
             let mut ours = Vec::new();
             string(&mut ours, &s);
             assert_eq!(ours, serde_json::to_vec(&s).expect("serialize"), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn escape_scan_finds_every_byte_that_needs_it() {
+        for len in 0..20 {
+            for pos in 0..len {
+                for c in 0u8..=255 {
+                    let mut b = vec![b'a'; len];
+                    b[pos] = c;
+                    let expected = c < 0x20 || c == b'"' || c == b'\\';
+                    assert_eq!(needs_escape(&b), expected, "{len} {pos} {c}");
+                }
+            }
         }
     }
 
