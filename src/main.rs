@@ -1,3 +1,7 @@
+/// mimalloc: exchanges are built and dropped at a high rate (see Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     tfwire::main_with_args(std::env::args_os())
 }

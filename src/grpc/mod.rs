@@ -37,6 +37,9 @@ pub struct HeaderList {
 
 impl HeaderList {
     pub fn from_fields(fields: &HeaderBlock, error: Option<String>) -> HeaderList {
+        if let Some(h) = Self::whole_block(fields) {
+            return HeaderList { error, ..h };
+        }
         let mut h = HeaderList {
             error,
             ..HeaderList::default()
@@ -77,6 +80,42 @@ impl HeaderList {
         }
         debug_assert_eq!(known, h.ends.len());
         h
+    }
+
+    /// The usual block: every field known, under the cap, valid UTF-8. Its
+    /// buffer already holds the fields back to back, so it is taken whole
+    /// (checked once rather than field by field).
+    fn whole_block(fields: &HeaderBlock) -> Option<HeaderList> {
+        let bytes = fields.bytes();
+        if bytes.len() > MAX_HEADER_BYTES_KEPT {
+            return None;
+        }
+        let mut ends = Vec::with_capacity(fields.len());
+        let mut at = 0usize;
+        for (name, value) in fields.ranges() {
+            let (name, value) = (name?, value?);
+            if name.start != at || value.start != name.end {
+                return None;
+            }
+            at = value.end;
+            ends.push((name.end as u32, value.end as u32));
+        }
+        if at != bytes.len() {
+            return None;
+        }
+        let text = std::str::from_utf8(bytes).ok()?;
+        // A field must not end inside a character (its own text must be valid).
+        if !ends
+            .iter()
+            .all(|&(n, v)| text.is_char_boundary(n as usize) && text.is_char_boundary(v as usize))
+        {
+            return None;
+        }
+        Some(HeaderList {
+            text: text.to_owned(),
+            ends,
+            ..HeaderList::default()
+        })
     }
 
     /// The known fields, in block order.
@@ -625,6 +664,70 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%FF"), "\u{fffd}");
+    }
+
+    /// Header lists built from random blocks (unknown names and values,
+    /// invalid UTF-8, characters split between name and value, blocks over
+    /// the cap) hold what a field-by-field lossy conversion gives.
+    #[test]
+    fn header_lists_match_field_by_field_conversion() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let pieces: [&[u8]; 8] = [
+            b"content-type",
+            b"application/grpc",
+            "é".as_bytes(),
+            &[0xc3],
+            &[0xa9],
+            &[0xff],
+            b"",
+            &[b'x'; 5000],
+        ];
+        for _ in 0..20_000 {
+            let mut block = HeaderBlock::default();
+            let mut expected: Vec<(String, String)> = Vec::new();
+            let mut expected_unknown_values = Vec::new();
+            let mut expected_unnamed = Vec::new();
+            let mut kept = 0;
+            for _ in 0..next(6) {
+                let mut text = || -> Option<Vec<u8>> {
+                    if next(8) == 0 {
+                        return None;
+                    }
+                    Some(
+                        (0..next(3))
+                            .flat_map(|_| pieces[next(8) as usize].to_vec())
+                            .collect(),
+                    )
+                };
+                let (name, value) = (text(), text());
+                block.push(name.as_deref(), value.as_deref());
+                let size = name.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len);
+                if kept + size > MAX_HEADER_BYTES_KEPT {
+                    continue;
+                }
+                kept += size;
+                match (name, value) {
+                    (Some(n), Some(v)) => expected.push((lossy(&n), lossy(&v))),
+                    (Some(n), None) => expected_unknown_values.push(lossy(&n)),
+                    (None, Some(v)) => expected_unnamed.push(lossy(&v)),
+                    (None, None) => {}
+                }
+            }
+            let h = HeaderList::from_fields(&block, None);
+            let got: Vec<(String, String)> = h
+                .fields()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(got, expected);
+            assert_eq!(h.unknown_values, expected_unknown_values);
+            assert_eq!(h.unnamed_values, expected_unnamed);
+        }
     }
 
     #[test]

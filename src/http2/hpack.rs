@@ -14,6 +14,7 @@
 //! switching to partial mode, which turns references to it into `None`.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use super::huffman::{self, HuffmanError};
 
@@ -75,6 +76,21 @@ impl HeaderBlock {
         let name = name.map(|n| self.append(n));
         let value = value.map(|v| self.append(v));
         self.fields.push(Span { name, value });
+    }
+
+    /// The bytes of every field, names and values back to back in order
+    /// (fields with an unknown name or value have no bytes for it).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Where each field's name and value lie in [`HeaderBlock::bytes`].
+    pub fn ranges(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (Option<Range<usize>>, Option<Range<usize>>)> + '_ {
+        self.fields
+            .iter()
+            .map(|f| (f.name.map(|(s, e)| s..e), f.value.map(|(s, e)| s..e)))
     }
 
     /// Owned copies of the fields.

@@ -9,9 +9,9 @@
 
 use serde::Serialize;
 
-use crate::diagnose::Diagnosis;
+use crate::diagnose::{Confidence, Diagnosis};
 use crate::tfserving::exchange::{Status, Transport};
-use crate::tfserving::{Exchange, TensorSummary};
+use crate::tfserving::{Exchange, TensorSummary, ValueEncoding};
 
 /// Appends `ex` as serde_json would write it (no trailing newline).
 pub fn write_exchange(out: &mut Vec<u8>, ex: &Exchange) {
@@ -226,8 +226,12 @@ fn write_tensor(out: &mut Vec<u8>, t: &TensorSummary) {
     }
     out.extend_from_slice(b",\"values\":");
     opt_int(out, *values);
-    out.extend_from_slice(b",\"encoding\":");
-    serde(out, encoding);
+    out.extend_from_slice(match encoding {
+        ValueEncoding::TensorContent => b",\"encoding\":\"tensor_content\"".as_slice(),
+        ValueEncoding::Typed => b",\"encoding\":\"typed\"",
+        ValueEncoding::Empty => b",\"encoding\":\"empty\"",
+        ValueEncoding::Json => b",\"encoding\":\"json\"",
+    });
     if !fields.is_empty() {
         out.extend_from_slice(b",\"fields\":");
         strings(out, fields);
@@ -282,8 +286,11 @@ fn write_diagnosis(out: &mut Vec<u8>, d: &Diagnosis) {
     string(out, fix);
     out.extend_from_slice(b",\"evidence\":");
     strings(out, evidence);
-    out.extend_from_slice(b",\"confidence\":");
-    serde(out, confidence);
+    out.extend_from_slice(match confidence {
+        Confidence::Possible => b",\"confidence\":\"possible\"".as_slice(),
+        Confidence::Likely => b",\"confidence\":\"likely\"",
+        Confidence::Certain => b",\"confidence\":\"certain\"",
+    });
     out.push(b'}');
 }
 
@@ -362,32 +369,32 @@ fn needs_escape(b: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let hit = |x: u64| {
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
+        below_space
+            || has_zero(x ^ (ONES * u64::from(b'"')))
+            || has_zero(x ^ (ONES * u64::from(b'\\')))
+    };
     let mut chunks = b.chunks_exact(8);
     for c in &mut chunks {
         let mut w = [0u8; 8];
         w.copy_from_slice(c);
-        let x = u64::from_ne_bytes(w);
-        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
-        if below_space
-            || has_zero(x ^ (ONES * u64::from(b'"')))
-            || has_zero(x ^ (ONES * u64::from(b'\\')))
-        {
+        if hit(u64::from_ne_bytes(w)) {
             return true;
         }
     }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+    // The tail, padded with a byte that needs no escape.
+    let rest = chunks.remainder();
+    let mut w = [b'a'; 8];
+    w[..rest.len()].copy_from_slice(rest);
+    hit(u64::from_ne_bytes(w))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::Confidence;
     use crate::tfserving::exchange::VersionStatus;
     use crate::tfserving::signature::{Signature, TensorSpec};
-    use crate::tfserving::ValueEncoding;
 
     /// xorshift64*: deterministic cases without a dev-dependency.
     struct Rng(u64);

@@ -94,7 +94,10 @@ impl Summary {
         if !ex.complete {
             self.incomplete += 1;
         }
-        bump(&mut self.by_method, ex.method.as_deref().unwrap_or("unknown"));
+        bump(
+            &mut self.by_method,
+            ex.method.as_deref().unwrap_or("unknown"),
+        );
         if ex.status.ok {
             return;
         }
