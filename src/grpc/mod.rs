@@ -22,6 +22,9 @@ pub struct HeaderList {
     /// End offsets in `text` of each field's name and value; a name starts
     /// where the previous value ended.
     ends: Vec<(u32, u32)>,
+    /// Per name of [`LOOKED_UP`]: 1 + the index of its first field (0: absent),
+    /// found while the list is built, so each call's many lookups skip the scan.
+    first: [u8; LOOKED_UP.len()],
     /// Names whose value referenced a dynamic-table entry never seen.
     pub unknown_values: Vec<String>,
     /// Fields whose name (and value) were never seen.
@@ -38,7 +41,7 @@ pub struct HeaderList {
 impl HeaderList {
     pub fn from_fields(fields: &HeaderBlock, error: Option<String>) -> HeaderList {
         if let Some(h) = Self::whole_block(fields) {
-            return HeaderList { error, ..h };
+            return HeaderList { error, ..h }.index();
         }
         let mut h = HeaderList {
             error,
@@ -79,7 +82,7 @@ impl HeaderList {
             }
         }
         debug_assert_eq!(known, h.ends.len());
-        h
+        h.index()
     }
 
     /// The usual block: every field known, under the cap, valid UTF-8. Its
@@ -130,7 +133,45 @@ impl HeaderList {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
+        if let Some(slot) = LOOKED_UP.iter().position(|&n| n == name) {
+            // Only the first 255 fields are indexed; past that, scan.
+            return match self.first[slot] {
+                0 if self.ends.len() >= 255 => self.scan(name),
+                0 => None,
+                i => self.field(usize::from(i) - 1).map(|(_, v)| v),
+            };
+        }
+        self.scan(name)
+    }
+
+    fn scan(&self, name: &str) -> Option<&str> {
         self.fields().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    fn field(&self, i: usize) -> Option<(&str, &str)> {
+        let start = match i {
+            0 => 0,
+            _ => self.ends.get(i - 1)?.1 as usize,
+        };
+        let (n, v) = *self.ends.get(i)?;
+        Some((
+            self.text.get(start..n as usize)?,
+            self.text.get(n as usize..v as usize)?,
+        ))
+    }
+
+    /// Fills `first` once the fields are in.
+    fn index(mut self) -> HeaderList {
+        let mut first = [0u8; LOOKED_UP.len()];
+        for (i, (name, _)) in self.fields().enumerate().take(254) {
+            if let Some(slot) = LOOKED_UP.iter().position(|&n| n == name) {
+                if first[slot] == 0 {
+                    first[slot] = i as u8 + 1;
+                }
+            }
+        }
+        self.first = first;
+        self
     }
 
     /// Whether a field of this name might be among the unknown ones.
@@ -140,6 +181,18 @@ impl HeaderList {
             || self.unknown_values.iter().any(|n| n == name)
     }
 }
+
+/// Header names every call looks up, some several times.
+const LOOKED_UP: [&str; 8] = [
+    ":path",
+    ":status",
+    "content-type",
+    "grpc-encoding",
+    "grpc-message",
+    "grpc-status",
+    "x-request-id",
+    "grpc-timeout",
+];
 
 /// Bytes of the known fields of a block that fit under the cap.
 fn kept_bytes(fields: &HeaderBlock) -> usize {
@@ -678,8 +731,9 @@ mod tests {
             x ^= x << 17;
             x % n
         };
-        let pieces: [&[u8]; 8] = [
+        let pieces: [&[u8]; 9] = [
             b"content-type",
+            b"grpc-status",
             b"application/grpc",
             "é".as_bytes(),
             &[0xc3],
@@ -701,7 +755,7 @@ mod tests {
                     }
                     Some(
                         (0..next(3))
-                            .flat_map(|_| pieces[next(8) as usize].to_vec())
+                            .flat_map(|_| pieces[next(9) as usize].to_vec())
                             .collect(),
                     )
                 };
@@ -725,9 +779,29 @@ mod tests {
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect();
             assert_eq!(got, expected);
+            for name in LOOKED_UP.iter().chain(&["é", ""]) {
+                let want = expected
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str());
+                assert_eq!(h.get(name), want, "{name}");
+            }
             assert_eq!(h.unknown_values, expected_unknown_values);
             assert_eq!(h.unnamed_values, expected_unnamed);
         }
+    }
+
+    #[test]
+    fn lookups_past_the_indexed_fields() {
+        let mut block = HeaderBlock::default();
+        for i in 0..300 {
+            let name = if i == 280 { "content-type" } else { "x" };
+            block.push(Some(name.as_bytes()), Some(i.to_string().as_bytes()));
+        }
+        let h = HeaderList::from_fields(&block, None);
+        assert_eq!(h.get("content-type"), Some("280"));
+        assert_eq!(h.get("x"), Some("0"));
+        assert_eq!(h.get(":path"), None);
     }
 
     #[test]

@@ -368,12 +368,14 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
 fn needs_escape(b: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    // High bit set in each byte that is zero (below 0x20 for the first),
+    // or in some byte after one; combined without branches.
+    let zeros = |x: u64| x.wrapping_sub(ONES) & !x;
     let hit = |x: u64| {
-        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
-        below_space
-            || has_zero(x ^ (ONES * u64::from(b'"')))
-            || has_zero(x ^ (ONES * u64::from(b'\\')))
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x;
+        let quote = zeros(x ^ (ONES * u64::from(b'"')));
+        let backslash = zeros(x ^ (ONES * u64::from(b'\\')));
+        (below_space | quote | backslash) & HIGH != 0
     };
     let mut chunks = b.chunks_exact(8);
     for c in &mut chunks {

@@ -106,7 +106,7 @@ pub struct Exchange {
 
 impl Exchange {
     /// Builds the exchange of a finished gRPC call.
-    pub fn from_grpc(id: u64, conn: &ConnInfo, call: Call) -> Exchange {
+    pub fn from_grpc(id: u64, conn: &ConnInfo, mut call: Call) -> Exchange {
         let mut notes = Vec::new();
         let path = call.request_header(":path").map(str::to_string);
         let mut method = path.as_deref().and_then(Method::from_path);
@@ -391,8 +391,8 @@ impl Exchange {
             server: socket_addr_text(conn.server),
             connection: conn.id,
             stream: Some(call.stream),
-            request_frames: call.request_frames.clone(),
-            response_frames: call.response_frames.clone(),
+            request_frames: std::mem::take(&mut call.request_frames),
+            response_frames: std::mem::take(&mut call.response_frames),
             request_id: call.request_header("x-request-id").map(str::to_string),
             method: method_name,
             path,
