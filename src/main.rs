@@ -1,7 +1,7 @@
-// Many small allocations per exchange, made by the shard threads and freed by
-// the merger: mimalloc handles cross-thread frees without arena locks.
+/// mimalloc: exchanges are built and dropped at a high rate (see Cargo.toml),
+/// and shard threads hand memory to the merger thread.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     tfwire::main_with_args(std::env::args_os())

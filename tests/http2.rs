@@ -127,11 +127,9 @@ fn events(conn: &mut Connection, dir: Dir, bytes: &[u8], chunk: usize) -> Vec<St
                 let fields: Vec<String> = fields
                     .iter()
                     .map(|f| {
-                        let s = |b: &Option<Vec<u8>>| {
-                            b.as_deref()
-                                .map(|b| String::from_utf8_lossy(b).into_owned())
-                        };
-                        format!("{:?}={:?}", s(&f.name), s(&f.value))
+                        let s =
+                            |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+                        format!("{:?}={:?}", s(f.name), s(f.value))
                     })
                     .collect();
                 log.push(format!("H {stream} {end_stream} {error:?} {fields:?}"))

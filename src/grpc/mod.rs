@@ -4,16 +4,27 @@
 
 pub mod message;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use crate::http2::{Event, HeaderField};
+use foldhash::fast::RandomState;
+
+use crate::http2::{Event, HeaderBlock};
 use crate::net::Dir;
 pub use message::{Deframer, Encoding, Limits as MessageLimits, Message};
 
 /// Decoded header fields of one header block, as far as HPACK could tell.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderList {
-    pub fields: Vec<(String, String)>,
+    /// Names and values of the known fields, back to back (one allocation for
+    /// the block, not two per field).
+    text: String,
+    /// End offsets in `text` of each field's name and value; a name starts
+    /// where the previous value ended.
+    ends: Vec<(u32, u32)>,
+    /// Per name of [`LOOKED_UP`]: 1 + the index of its first field (0: absent),
+    /// found while the list is built, so each call's many lookups skip the scan.
+    first: [u8; LOOKED_UP.len()],
     /// Names whose value referenced a dynamic-table entry never seen.
     pub unknown_values: Vec<String>,
     /// Fields whose name (and value) were never seen.
@@ -28,7 +39,10 @@ pub struct HeaderList {
 }
 
 impl HeaderList {
-    pub fn from_fields(fields: &[HeaderField], error: Option<String>) -> HeaderList {
+    pub fn from_fields(fields: &HeaderBlock, error: Option<String>) -> HeaderList {
+        if let Some(h) = Self::whole_block(fields) {
+            return HeaderList { error, ..h }.index();
+        }
         let mut h = HeaderList {
             error,
             ..HeaderList::default()
@@ -37,15 +51,28 @@ impl HeaderList {
         // an open call keeps its header lists, so they are capped (gRPC's own
         // servers reject more than 16 KiB of metadata).
         let mut kept = 0usize;
+        let mut known = 0usize;
         for f in fields {
-            let size = f.name.as_ref().map_or(0, Vec::len) + f.value.as_ref().map_or(0, Vec::len);
+            let size = f.name.map_or(0, <[u8]>::len) + f.value.map_or(0, <[u8]>::len);
             if kept + size > MAX_HEADER_BYTES_KEPT {
                 h.dropped_fields += 1;
                 continue;
             }
             kept += size;
-            match (&f.name, &f.value) {
-                (Some(n), Some(v)) => h.fields.push((lossy(n), lossy(v))),
+            match (f.name, f.value) {
+                (Some(n), Some(v)) => {
+                    if h.text.capacity() == 0 {
+                        // Room for the whole block at once, lossy expansion aside.
+                        h.text.reserve(kept_bytes(fields));
+                        h.ends.reserve_exact(fields.len());
+                    }
+                    push_lossy(&mut h.text, n);
+                    let name_end = h.text.len();
+                    push_lossy(&mut h.text, v);
+                    // `kept` bounds the text to a few times 16 KiB: offsets fit.
+                    h.ends.push((name_end as u32, h.text.len() as u32));
+                    known += 1;
+                }
                 (Some(n), None) => h.unknown_values.push(lossy(n)),
                 (None, Some(v)) => {
                     h.unknown_fields += 1;
@@ -54,14 +81,97 @@ impl HeaderList {
                 (None, None) => h.unknown_fields += 1,
             }
         }
-        h
+        debug_assert_eq!(known, h.ends.len());
+        h.index()
+    }
+
+    /// The usual block: every field known, under the cap, valid UTF-8. Its
+    /// buffer already holds the fields back to back, so it is taken whole
+    /// (checked once rather than field by field).
+    fn whole_block(fields: &HeaderBlock) -> Option<HeaderList> {
+        let bytes = fields.bytes();
+        if bytes.len() > MAX_HEADER_BYTES_KEPT {
+            return None;
+        }
+        let mut ends = Vec::with_capacity(fields.len());
+        let mut at = 0usize;
+        for (name, value) in fields.ranges() {
+            let (name, value) = (name?, value?);
+            if name.start != at || value.start != name.end {
+                return None;
+            }
+            at = value.end;
+            ends.push((name.end as u32, value.end as u32));
+        }
+        if at != bytes.len() {
+            return None;
+        }
+        let text = std::str::from_utf8(bytes).ok()?;
+        // A field must not end inside a character (its own text must be valid).
+        if !ends
+            .iter()
+            .all(|&(n, v)| text.is_char_boundary(n as usize) && text.is_char_boundary(v as usize))
+        {
+            return None;
+        }
+        Some(HeaderList {
+            text: text.to_owned(),
+            ends,
+            ..HeaderList::default()
+        })
+    }
+
+    /// The known fields, in block order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&(n, v)| {
+            let (n, v) = (n as usize, v as usize);
+            let field = (&self.text[start..n], &self.text[n..v]);
+            start = v;
+            field
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        if let Some(slot) = looked_up(name) {
+            // Only the first 255 fields are indexed; past that, scan.
+            return match self.first[slot] {
+                0 if self.ends.len() >= 255 => self.scan(name),
+                0 => None,
+                i => self.field(usize::from(i) - 1).map(|(_, v)| v),
+            };
+        }
+        self.scan(name)
+    }
+
+    fn scan(&self, name: &str) -> Option<&str> {
+        self.fields().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    fn field(&self, i: usize) -> Option<(&str, &str)> {
+        let start = match i {
+            0 => 0,
+            _ => self.ends.get(i - 1)?.1 as usize,
+        };
+        let (n, v) = *self.ends.get(i)?;
+        Some((
+            self.text.get(start..n as usize)?,
+            self.text.get(n as usize..v as usize)?,
+        ))
+    }
+
+    /// Fills `first` once the fields are in.
+    fn index(mut self) -> HeaderList {
+        let mut first = [0u8; LOOKED_UP.len()];
+        for (i, (name, _)) in self.fields().enumerate().take(254) {
+            if let Some(slot) = looked_up(name) {
+                if first[slot] == 0 {
+                    first[slot] = i as u8 + 1;
+                }
+            }
+        }
+        self.first = first;
+        self
     }
 
     /// Whether a field of this name might be among the unknown ones.
@@ -72,8 +182,56 @@ impl HeaderList {
     }
 }
 
+/// Header names every call looks up, some several times.
+const LOOKED_UP: [&str; 8] = [
+    ":path",
+    ":status",
+    "content-type",
+    "grpc-encoding",
+    "grpc-message",
+    "grpc-status",
+    "x-request-id",
+    "grpc-timeout",
+];
+
+/// The position of `name` in [`LOOKED_UP`]; a `match` tells most names
+/// apart by length alone.
+fn looked_up(name: &str) -> Option<usize> {
+    Some(match name {
+        ":path" => 0,
+        ":status" => 1,
+        "content-type" => 2,
+        "grpc-encoding" => 3,
+        "grpc-message" => 4,
+        "grpc-status" => 5,
+        "x-request-id" => 6,
+        "grpc-timeout" => 7,
+        _ => return None,
+    })
+}
+
+/// Bytes of the known fields of a block that fit under the cap.
+fn kept_bytes(fields: &HeaderBlock) -> usize {
+    let mut kept = 0usize;
+    for f in fields {
+        if let (Some(n), Some(v)) = (f.name, f.value) {
+            kept += n.len() + v.len();
+        }
+    }
+    kept.min(MAX_HEADER_BYTES_KEPT)
+}
+
 /// Decoded header bytes kept per header block.
 pub const MAX_HEADER_BYTES_KEPT: usize = 16 << 10;
+
+/// Appends `b` as text; `from_utf8` checks ASCII a word at a time, where
+/// `from_utf8_lossy` walks byte by byte even when nothing needs replacing.
+fn push_lossy(s: &mut String, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(t) => s.push_str(t),
+        Err(_) => s.push_str(&String::from_utf8_lossy(b)),
+    }
+}
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -299,7 +457,8 @@ impl Default for Limits {
 /// The calls of one HTTP/2 connection.
 pub struct CallTable {
     conn: u64,
-    open: HashMap<u32, Call>,
+    /// Keyed with a per-process random seed: stream ids come from the capture.
+    open: HashMap<u32, Call, RandomState>,
     limits: Limits,
     pub untracked_streams: u64,
     pub goaway: Option<(Dir, u32, u32)>,
@@ -311,7 +470,7 @@ impl CallTable {
     pub fn new(conn: u64, limits: Limits) -> Self {
         CallTable {
             conn,
-            open: HashMap::new(),
+            open: HashMap::default(),
             limits,
             untracked_streams: 0,
             goaway: None,
@@ -320,16 +479,18 @@ impl CallTable {
     }
 
     fn call(&mut self, stream: u32) -> Option<&mut Call> {
-        if !self.open.contains_key(&stream) {
-            if self.open.len() >= self.limits.max_open_calls {
+        let full = self.open.len() >= self.limits.max_open_calls;
+        match self.open.entry(stream) {
+            Entry::Occupied(o) => Some(o.into_mut()),
+            Entry::Vacant(_) if full => {
                 self.untracked_streams += 1;
-                return None;
+                None
             }
-            self.calls_seen += 1;
-            self.open
-                .insert(stream, Call::new(self.conn, stream, self.limits.messages));
+            Entry::Vacant(v) => {
+                self.calls_seen += 1;
+                Some(v.insert(Call::new(self.conn, stream, self.limits.messages)))
+            }
         }
-        self.open.get_mut(&stream)
     }
 
     /// Applies one HTTP/2 event; calls that end are handed to `done`.
@@ -574,16 +735,108 @@ mod tests {
         assert_eq!(percent_decode("%FF"), "\u{fffd}");
     }
 
+    /// Header lists built from random blocks (unknown names and values,
+    /// invalid UTF-8, characters split between name and value, blocks over
+    /// the cap) hold what a field-by-field lossy conversion gives.
+    #[test]
+    fn header_lists_match_field_by_field_conversion() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let pieces: [&[u8]; 9] = [
+            b"content-type",
+            b"grpc-status",
+            b"application/grpc",
+            "é".as_bytes(),
+            &[0xc3],
+            &[0xa9],
+            &[0xff],
+            b"",
+            &[b'x'; 5000],
+        ];
+        for _ in 0..20_000 {
+            let mut block = HeaderBlock::default();
+            let mut expected: Vec<(String, String)> = Vec::new();
+            let mut expected_unknown_values = Vec::new();
+            let mut expected_unnamed = Vec::new();
+            let mut kept = 0;
+            for _ in 0..next(6) {
+                let mut text = || -> Option<Vec<u8>> {
+                    if next(8) == 0 {
+                        return None;
+                    }
+                    Some(
+                        (0..next(3))
+                            .flat_map(|_| pieces[next(9) as usize].to_vec())
+                            .collect(),
+                    )
+                };
+                let (name, value) = (text(), text());
+                block.push(name.as_deref(), value.as_deref());
+                let size = name.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len);
+                if kept + size > MAX_HEADER_BYTES_KEPT {
+                    continue;
+                }
+                kept += size;
+                match (name, value) {
+                    (Some(n), Some(v)) => expected.push((lossy(&n), lossy(&v))),
+                    (Some(n), None) => expected_unknown_values.push(lossy(&n)),
+                    (None, Some(v)) => expected_unnamed.push(lossy(&v)),
+                    (None, None) => {}
+                }
+            }
+            let h = HeaderList::from_fields(&block, None);
+            let got: Vec<(String, String)> = h
+                .fields()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(got, expected);
+            for name in LOOKED_UP.iter().chain(&["é", ""]) {
+                let want = expected
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str());
+                assert_eq!(h.get(name), want, "{name}");
+            }
+            assert_eq!(h.unknown_values, expected_unknown_values);
+            assert_eq!(h.unnamed_values, expected_unnamed);
+        }
+    }
+
+    #[test]
+    fn looked_up_names_match_their_slots() {
+        for (i, n) in LOOKED_UP.iter().enumerate() {
+            assert_eq!(looked_up(n), Some(i));
+        }
+        assert_eq!(looked_up("te"), None);
+    }
+
+    #[test]
+    fn lookups_past_the_indexed_fields() {
+        let mut block = HeaderBlock::default();
+        for i in 0..300 {
+            let name = if i == 280 { "content-type" } else { "x" };
+            block.push(Some(name.as_bytes()), Some(i.to_string().as_bytes()));
+        }
+        let h = HeaderList::from_fields(&block, None);
+        assert_eq!(h.get("content-type"), Some("280"));
+        assert_eq!(h.get("x"), Some("0"));
+        assert_eq!(h.get(":path"), None);
+    }
+
     #[test]
     fn status_from_trailers_only() {
         let mut t = CallTable::new(0, Limits::default());
-        let fields = |kv: &[(&str, &str)]| -> Vec<HeaderField> {
-            kv.iter()
-                .map(|(k, v)| HeaderField {
-                    name: Some(k.as_bytes().to_vec()),
-                    value: Some(v.as_bytes().to_vec()),
-                })
-                .collect()
+        let fields = |kv: &[(&str, &str)]| -> HeaderBlock {
+            let mut b = HeaderBlock::default();
+            for (k, v) in kv {
+                b.push(Some(k.as_bytes()), Some(v.as_bytes()));
+            }
+            b
         };
         let mut out = Vec::new();
         let req = fields(&[(":path", "/tensorflow.serving.PredictionService/Predict")]);

@@ -14,6 +14,7 @@
 //! switching to partial mode, which turns references to it into `None`.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use super::huffman::{self, HuffmanError};
 
@@ -26,6 +27,123 @@ pub struct HeaderField {
     /// None only for an indexed field (RFC 7541 §6.1) referencing an unseen entry.
     pub value: Option<Vec<u8>>,
 }
+
+/// The decoded fields of one header block, their bytes back to back in one buffer
+/// that is reused from block to block (no allocation per field).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderBlock {
+    bytes: Vec<u8>,
+    fields: Vec<Span>,
+}
+
+/// Byte ranges in [`HeaderBlock::bytes`]; None as in [`HeaderField`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    name: Option<(usize, usize)>,
+    value: Option<(usize, usize)>,
+}
+
+/// One field of a [`HeaderBlock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldRef<'a> {
+    pub name: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+impl HeaderBlock {
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.fields.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    pub fn iter(&self) -> Fields<'_> {
+        Fields {
+            bytes: &self.bytes,
+            spans: self.fields.iter(),
+        }
+    }
+
+    /// Adds a field (the decoder's limits are not applied here).
+    pub fn push(&mut self, name: Option<&[u8]>, value: Option<&[u8]>) {
+        let name = name.map(|n| self.append(n));
+        let value = value.map(|v| self.append(v));
+        self.fields.push(Span { name, value });
+    }
+
+    /// The bytes of every field, names and values back to back in order
+    /// (fields with an unknown name or value have no bytes for it).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Where each field's name and value lie in [`HeaderBlock::bytes`].
+    pub fn ranges(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (Option<Range<usize>>, Option<Range<usize>>)> + '_ {
+        self.fields
+            .iter()
+            .map(|f| (f.name.map(|(s, e)| s..e), f.value.map(|(s, e)| s..e)))
+    }
+
+    /// Owned copies of the fields.
+    pub fn to_fields(&self) -> Vec<HeaderField> {
+        self.iter()
+            .map(|f| HeaderField {
+                name: f.name.map(<[u8]>::to_vec),
+                value: f.value.map(<[u8]>::to_vec),
+            })
+            .collect()
+    }
+
+    fn append(&mut self, b: &[u8]) -> (usize, usize) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(b);
+        (start, self.bytes.len())
+    }
+}
+
+impl<'a> IntoIterator for &'a HeaderBlock {
+    type Item = FieldRef<'a>;
+    type IntoIter = Fields<'a>;
+
+    fn into_iter(self) -> Fields<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over the fields of a [`HeaderBlock`].
+#[derive(Debug, Clone)]
+pub struct Fields<'a> {
+    bytes: &'a [u8],
+    spans: std::slice::Iter<'a, Span>,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = FieldRef<'a>;
+
+    fn next(&mut self) -> Option<FieldRef<'a>> {
+        let f = self.spans.next()?;
+        let at = |r: Option<(usize, usize)>| r.and_then(|(s, e)| self.bytes.get(s..e));
+        Some(FieldRef {
+            name: at(f.name),
+            value: at(f.value),
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.spans.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Fields<'_> {}
 
 /// Why a header block could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,9 +367,20 @@ impl Decoder {
     /// `TooManyFields`, `StringTooLong`) the whole block is still parsed so that the table
     /// stays in sync; only the output is dropped.
     pub fn decode(&mut self, block: &[u8]) -> Result<Vec<HeaderField>, HpackError> {
-        let result = self.decode_block(block);
-        if result.as_ref().is_err_and(|e| !e.is_limit()) {
-            self.mark_state_lost();
+        let mut out = HeaderBlock::default();
+        self.decode_into(block, &mut out)?;
+        Ok(out.to_fields())
+    }
+
+    /// [`Decoder::decode`] into a reused [`HeaderBlock`]: no allocation per field. On
+    /// an error `out` is left empty.
+    pub fn decode_into(&mut self, block: &[u8], out: &mut HeaderBlock) -> Result<(), HpackError> {
+        let result = self.decode_block(block, out);
+        if let Err(e) = &result {
+            out.clear();
+            if !e.is_limit() {
+                self.mark_state_lost();
+            }
         }
         result
     }
@@ -282,12 +411,11 @@ impl Decoder {
         self.entries.len()
     }
 
-    fn decode_block(&mut self, block: &[u8]) -> Result<Vec<HeaderField>, HpackError> {
+    fn decode_block(&mut self, block: &[u8], out: &mut HeaderBlock) -> Result<(), HpackError> {
+        out.clear();
         let mut r = Reader { buf: block, pos: 0 };
         let mut sink = Sink {
-            // Every field takes at least one byte; cap the guess so a huge block of
-            // garbage does not reserve much up front.
-            out: Vec::with_capacity(block.len().min(16)),
+            out,
             list_size: 0,
             overflow: None,
             limits: self.limits,
@@ -301,20 +429,20 @@ impl Decoder {
                 match self.lookup(index)? {
                     Lookup::Static(n, v) => {
                         if sink.admit(n.len(), v.len()) {
-                            sink.push(Some(n.to_vec()), Some(v.to_vec()));
+                            sink.out.push(Some(n), Some(v));
                         }
                     }
                     Lookup::Dynamic(e) => {
                         let name_len = e.name.as_ref().map_or(0, Vec::len);
                         unknown = e.name.is_none();
                         if sink.admit(name_len, e.value.len()) {
-                            sink.push(e.name.clone(), Some(e.value.clone()));
+                            sink.out.push(e.name.as_deref(), Some(&e.value));
                         }
                     }
                     Lookup::Unknown => {
                         unknown = true;
                         if sink.admit(0, 0) {
-                            sink.push(None, None);
+                            sink.out.push(None, None);
                         }
                     }
                 }
@@ -330,21 +458,26 @@ impl Decoder {
                 self.size_update(n)?;
                 continue;
             } else {
-                // §6.2.1 (01), §6.2.2 (0000) and §6.2.3 (0001) literals.
+                // §6.2.1 (01), §6.2.2 (0000) and §6.2.3 (0001) literals. Name and
+                // value are decoded straight into the block's buffer, then kept
+                // or cut off again.
                 let indexing = first & 0xc0 == 0x40;
                 let index = r.int(if indexing { 6 } else { 4 })?;
+                let mark = sink.out.bytes.len();
                 let name = if index == 0 {
                     match read_string(&mut r, &mut sink)? {
-                        Some(s) => Name::Known(s),
+                        Some(range) => Name::Known(range),
                         None => Name::Skipped,
                     }
                 } else {
-                    match self.lookup(index)? {
-                        Lookup::Static(n, _) => Name::Known(n.to_vec()),
-                        Lookup::Dynamic(Entry { name: Some(n), .. }) => Name::Known(n.clone()),
-                        Lookup::Dynamic(Entry { name: None, .. }) | Lookup::Unknown => {
-                            Name::Unknown
-                        }
+                    let n = match self.lookup(index)? {
+                        Lookup::Static(n, _) => Some(n),
+                        Lookup::Dynamic(Entry { name: Some(n), .. }) => Some(&n[..]),
+                        Lookup::Dynamic(Entry { name: None, .. }) | Lookup::Unknown => None,
+                    };
+                    match n {
+                        Some(n) => Name::Known(sink.out.append(n)),
+                        None => Name::Unknown,
                     }
                 };
                 let value = read_string(&mut r, &mut sink)?;
@@ -355,6 +488,7 @@ impl Decoder {
                         (None, v)
                     }
                     _ => {
+                        sink.out.bytes.truncate(mark);
                         // A string was too long to keep, so the entry this literal adds to
                         // the peer's table cannot be mirrored: its position is now unknown.
                         if indexing {
@@ -364,21 +498,28 @@ impl Decoder {
                         continue;
                     }
                 };
-                let name_len = name.as_ref().map_or(0, Vec::len);
+                let name_len = name.as_ref().map_or(0, |n| n.1 - n.0);
                 if indexing {
-                    if sink.admit(name_len, value.len()) {
-                        sink.push(name.clone(), Some(value.clone()));
-                    }
-                    self.insert(name, value);
-                } else if sink.admit(name_len, value.len()) {
-                    sink.push(name, Some(value));
+                    let bytes = &sink.out.bytes;
+                    self.insert(
+                        name.map(|n| bytes[n.0..n.1].to_vec()),
+                        bytes[value.0..value.1].to_vec(),
+                    );
+                }
+                if sink.admit(name_len, value.1 - value.0) {
+                    sink.out.fields.push(Span {
+                        name,
+                        value: Some(value),
+                    });
+                } else {
+                    sink.out.bytes.truncate(mark);
                 }
             }
             seen_field = true;
         }
         match sink.overflow {
             Some(e) => Err(e),
-            None => Ok(sink.out),
+            None => Ok(()),
         }
     }
 
@@ -483,7 +624,8 @@ impl Decoder {
 }
 
 enum Name {
-    Known(Vec<u8>),
+    /// Its bytes in the output buffer.
+    Known((usize, usize)),
     /// From an entry we never saw.
     Unknown,
     /// Literal name over `max_string_len`; the field is dropped.
@@ -491,14 +633,14 @@ enum Name {
 }
 
 /// Collects output fields and enforces the output limits without stopping the parse.
-struct Sink {
-    out: Vec<HeaderField>,
+struct Sink<'o> {
+    out: &'o mut HeaderBlock,
     list_size: usize,
     overflow: Option<HpackError>,
     limits: Limits,
 }
 
-impl Sink {
+impl Sink<'_> {
     /// Whether a field of this size may be emitted; the first violation is remembered and
     /// stops all further output (so nothing more is allocated for it).
     fn admit(&mut self, name_len: usize, value_len: usize) -> bool {
@@ -508,7 +650,7 @@ impl Sink {
         let size = name_len
             .saturating_add(value_len)
             .saturating_add(ENTRY_OVERHEAD);
-        if self.out.len() >= self.limits.max_fields {
+        if self.out.fields.len() >= self.limits.max_fields {
             self.overflow = Some(HpackError::TooManyFields {
                 limit: self.limits.max_fields,
             });
@@ -524,10 +666,6 @@ impl Sink {
         }
     }
 
-    fn push(&mut self, name: Option<Vec<u8>>, value: Option<Vec<u8>>) {
-        self.out.push(HeaderField { name, value });
-    }
-
     fn too_long(&mut self, len: usize) {
         if self.overflow.is_none() {
             self.overflow = Some(HpackError::StringTooLong {
@@ -538,9 +676,13 @@ impl Sink {
     }
 }
 
-/// RFC 7541 §5.2 string literal. `Ok(None)`: well-formed but over `max_string_len`; its
-/// bytes are skipped and the violation is recorded in `sink`.
-fn read_string(r: &mut Reader<'_>, sink: &mut Sink) -> Result<Option<Vec<u8>>, HpackError> {
+/// RFC 7541 §5.2 string literal, appended to the output buffer; returns its range
+/// there. `Ok(None)`: well-formed but over `max_string_len`; its bytes are skipped,
+/// nothing is appended and the violation is recorded in `sink`.
+fn read_string(
+    r: &mut Reader<'_>,
+    sink: &mut Sink<'_>,
+) -> Result<Option<(usize, usize)>, HpackError> {
     let huffman_coded = r.peek().ok_or(HpackError::Truncated)? & 0x80 != 0;
     let len = r.int(7)?;
     let raw = r.take(len)?;
@@ -550,15 +692,18 @@ fn read_string(r: &mut Reader<'_>, sink: &mut Sink) -> Result<Option<Vec<u8>>, H
         return Ok(None);
     }
     if !huffman_coded {
-        return Ok(Some(raw.to_vec()));
+        return Ok(Some(sink.out.append(raw)));
     }
-    let mut s = Vec::new();
-    huffman::decode(raw, &mut s)?;
-    if s.len() > max {
-        sink.too_long(s.len());
+    let buf = &mut sink.out.bytes;
+    let start = buf.len();
+    huffman::decode(raw, buf)?;
+    if buf.len() - start > max {
+        let n = buf.len() - start;
+        buf.truncate(start);
+        sink.too_long(n);
         return Ok(None);
     }
-    Ok(Some(s))
+    Ok(Some((start, buf.len())))
 }
 
 struct Reader<'a> {

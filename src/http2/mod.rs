@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::net::Dir;
 use frame::{flags, FrameHeader, FrameType, HEADER_LEN, PREFACE};
-pub use hpack::HeaderField;
+pub use hpack::{FieldRef, HeaderBlock, HeaderField};
 
 /// What the connection decoder reports, in wire order per direction.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub enum Event<'a> {
     Headers {
         stream: u32,
         dir: Dir,
-        fields: &'a [HeaderField],
+        fields: &'a HeaderBlock,
         end_stream: bool,
         error: Option<String>,
         frame: u64,
@@ -292,7 +292,7 @@ pub struct Connection {
     halves: [Half; 2],
     limits: Limits,
     stats: Stats,
-    fields: Vec<HeaderField>,
+    fields: HeaderBlock,
 }
 
 impl Connection {
@@ -335,7 +335,7 @@ impl Connection {
             halves: [half(Dir::ToServer), half(Dir::ToClient)],
             limits,
             stats: Stats::default(),
-            fields: Vec::new(),
+            fields: HeaderBlock::default(),
         }
     }
 
@@ -773,11 +773,8 @@ impl Connection {
             self.fields.clear();
             Some("header block larger than the buffer limit".to_string())
         } else {
-            match half.hpack.decode(&block.buf) {
-                Ok(fields) => {
-                    self.fields = fields;
-                    None
-                }
+            match half.hpack.decode_into(&block.buf, &mut self.fields) {
+                Ok(()) => None,
                 Err(e) => {
                     // The decoder itself forgets state after a malformed block
                     // and keeps it after a limit error (the table stays valid).

@@ -7,8 +7,12 @@
 pub mod packet;
 pub mod reassembly;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::hash::{Hash, Hasher};
+use std::net::{SocketAddr, SocketAddrV4};
+
+use foldhash::fast::RandomState;
 
 use serde::Serialize;
 
@@ -106,8 +110,27 @@ impl Default for FlowLimits {
 }
 
 /// Endpoints in canonical order, so both directions find the same flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FlowKey(SocketAddr, SocketAddr);
+
+impl Hash for FlowKey {
+    /// IPv4 pairs (the usual case) fold into two words instead of a dozen
+    /// small writes; the hash still depends on exactly the fields `Eq` compares.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match (self.0, self.1) {
+            (SocketAddr::V4(a), SocketAddr::V4(b)) => {
+                let word =
+                    |s: SocketAddrV4| (u64::from(s.ip().to_bits()) << 16) | u64::from(s.port());
+                state.write_u64(word(a));
+                state.write_u64(word(b));
+            }
+            (a, b) => {
+                a.hash(state);
+                b.hash(state);
+            }
+        }
+    }
+}
 
 impl FlowKey {
     fn of(a: SocketAddr, b: SocketAddr) -> FlowKey {
@@ -143,7 +166,8 @@ impl Flow {
 
 /// Tracks TCP connections and reassembles both directions of each.
 pub struct FlowTable {
-    flows: HashMap<FlowKey, Flow>,
+    /// Keyed with a per-process random seed: the addresses come from the capture.
+    flows: HashMap<FlowKey, Flow, RandomState>,
     next_id: u64,
     service_ports: Vec<u16>,
     limits: FlowLimits,
@@ -155,7 +179,7 @@ impl FlowTable {
     /// decide the roles of connections picked up without their handshake.
     pub fn new(service_ports: Vec<u16>, limits: FlowLimits) -> Self {
         FlowTable {
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             next_id: 0,
             service_ports,
             limits,
@@ -213,39 +237,36 @@ impl FlowTable {
             }
         }
 
-        if !self.flows.contains_key(&key) {
-            // Pure ACKs and stray FIN/RST of unknown connections carry nothing to decode.
-            if seg.payload.is_empty() && !seg.syn {
-                return;
-            }
-            if self.flows.len() >= self.limits.max_flows {
-                self.evict_idlest(sink);
-            }
-            let (client, server, roles) = self.roles(seg);
-            let info = ConnInfo {
-                id: self.next_id,
-                client,
-                server,
-                roles,
-                first_frame: frame,
-                first_ts_ns: ts_ns,
-            };
-            self.next_id += 1;
-            self.stats.connections += 1;
-            sink.opened(&info);
-            let r = self.limits.reassembly;
-            self.flows.insert(
-                key,
-                Flow {
+        // Pure ACKs and stray FIN/RST of unknown connections carry nothing to decode.
+        let may_open = !seg.payload.is_empty() || seg.syn;
+        if may_open && self.flows.len() >= self.limits.max_flows && !self.flows.contains_key(&key) {
+            self.evict_idlest(sink);
+        }
+        // One hash lookup per packet of an established flow.
+        let flow = match self.flows.entry(key) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(_) if !may_open => return,
+            Entry::Vacant(v) => {
+                let (client, server, roles) = roles(&self.service_ports, seg);
+                let info = ConnInfo {
+                    id: self.next_id,
+                    client,
+                    server,
+                    roles,
+                    first_frame: frame,
+                    first_ts_ns: ts_ns,
+                };
+                self.next_id += 1;
+                self.stats.connections += 1;
+                sink.opened(&info);
+                let r = self.limits.reassembly;
+                v.insert(Flow {
                     info,
                     halves: [Reassembler::new(r), Reassembler::new(r)],
                     client_isn: None,
                     last_ts_ns: ts_ns,
-                },
-            );
-        }
-        let Some(flow) = self.flows.get_mut(&key) else {
-            return;
+                })
+            }
         };
         flow.last_ts_ns = ts_ns;
         let dir = flow.dir_of(seg.src);
@@ -334,23 +355,23 @@ impl FlowTable {
         add_reassembly_stats(&mut self.stats, &flow.halves);
         sink.closed(conn);
     }
+}
 
-    fn roles(&self, seg: &TcpSegment<'_>) -> (SocketAddr, SocketAddr, RoleSource) {
-        if seg.syn {
-            return if seg.ack.is_none() {
-                (seg.src, seg.dst, RoleSource::Handshake)
-            } else {
-                (seg.dst, seg.src, RoleSource::Handshake)
-            };
-        }
-        let dst_service = self.service_ports.contains(&seg.dst.port());
-        let src_service = self.service_ports.contains(&seg.src.port());
-        match (src_service, dst_service) {
-            (false, true) => (seg.src, seg.dst, RoleSource::ServicePort),
-            (true, false) => (seg.dst, seg.src, RoleSource::ServicePort),
-            _ if seg.src.port() > seg.dst.port() => (seg.src, seg.dst, RoleSource::LowerPort),
-            _ => (seg.dst, seg.src, RoleSource::LowerPort),
-        }
+fn roles(service_ports: &[u16], seg: &TcpSegment<'_>) -> (SocketAddr, SocketAddr, RoleSource) {
+    if seg.syn {
+        return if seg.ack.is_none() {
+            (seg.src, seg.dst, RoleSource::Handshake)
+        } else {
+            (seg.dst, seg.src, RoleSource::Handshake)
+        };
+    }
+    let dst_service = service_ports.contains(&seg.dst.port());
+    let src_service = service_ports.contains(&seg.src.port());
+    match (src_service, dst_service) {
+        (false, true) => (seg.src, seg.dst, RoleSource::ServicePort),
+        (true, false) => (seg.dst, seg.src, RoleSource::ServicePort),
+        _ if seg.src.port() > seg.dst.port() => (seg.src, seg.dst, RoleSource::LowerPort),
+        _ => (seg.dst, seg.src, RoleSource::LowerPort),
     }
 }
 

@@ -38,6 +38,86 @@ pub enum Skip {
 
 /// Slices one captured packet down to its TCP segment.
 pub fn tcp_segment(link: LinkType, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
+    match fast_path(link, data) {
+        Some(seg) => Ok(seg),
+        None => sliced(link, data),
+    }
+}
+
+/// The common packet, sliced by hand: Ethernet II (or raw IP) carrying an
+/// IPv4 header without options or an IPv6 header without extension headers,
+/// not fragmented, wholly captured, then a complete TCP header. Anything else
+/// (VLAN tags, options, fragments, snaplen cuts, odd lengths) returns None and
+/// goes through etherparse, which this must agree with wherever it answers.
+fn fast_path(link: LinkType, data: &[u8]) -> Option<TcpSegment<'_>> {
+    // The IP version the link layer announces (raw links: the version nibble).
+    let (version, ip) = match link {
+        LinkType::ETHERNET => match data.get(12..14)? {
+            [0x08, 0x00] => (4, &data[14..]),
+            [0x86, 0xdd] => (6, &data[14..]),
+            _ => return None,
+        },
+        LinkType::RAW
+        | LinkType::RAW_BSD12
+        | LinkType::RAW_BSD14
+        | LinkType::IPV4
+        | LinkType::IPV6 => (*data.first()? >> 4, data),
+        _ => return None,
+    };
+    let be16 = |b: &[u8], at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    };
+    let (src, dst, tcp) = match (version, *ip.first()?) {
+        // Version 4, header length 5 words.
+        (4, 0x45) => {
+            let header: &[u8; 20] = ip.get(..20)?.try_into().ok()?;
+            let total = usize::from(be16(header, 2)?);
+            // More-fragments flag or an offset: a fragment.
+            if be16(header, 6)? & 0x3fff != 0 || header[9] != 6 || total > ip.len() {
+                return None;
+            }
+            let src: [u8; 4] = header[12..16].try_into().ok()?;
+            let dst: [u8; 4] = header[16..20].try_into().ok()?;
+            (IpAddr::from(src), IpAddr::from(dst), ip.get(20..total)?)
+        }
+        (6, b) if b >> 4 == 6 => {
+            let header: &[u8; 40] = ip.get(..40)?.try_into().ok()?;
+            let len = usize::from(be16(header, 4)?);
+            // Next header TCP; a zero length would be a jumbogram.
+            if header[6] != 6 || len == 0 {
+                return None;
+            }
+            let src: [u8; 16] = header[8..24].try_into().ok()?;
+            let dst: [u8; 16] = header[24..40].try_into().ok()?;
+            (IpAddr::from(src), IpAddr::from(dst), ip[40..].get(..len)?)
+        }
+        _ => return None,
+    };
+    let header: &[u8; 20] = tcp.get(..20)?.try_into().ok()?;
+    let data_offset = usize::from(header[12] >> 4) * 4;
+    if data_offset < 20 {
+        return None;
+    }
+    let payload = tcp.get(data_offset..)?;
+    let flags = header[13];
+    let word = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    Some(TcpSegment {
+        src: SocketAddr::new(src, be16(header, 0)?),
+        dst: SocketAddr::new(dst, be16(header, 2)?),
+        seq: word(4),
+        ack: (flags & 0x10 != 0).then(|| word(8)),
+        syn: flags & 0x02 != 0,
+        fin: flags & 0x01 != 0,
+        rst: flags & 0x04 != 0,
+        payload,
+        missing: 0,
+    })
+}
+
+/// The general path: etherparse in lax mode, behind the link-layer shims.
+fn sliced(link: LinkType, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     let sliced = match link {
         LinkType::ETHERNET => LaxSlicedPacket::from_ethernet(data).map_err(|_| Skip::Malformed)?,
         LinkType::RAW
@@ -221,6 +301,74 @@ mod tests {
             tcp_segment(LinkType::LOOP, &lo).expect("loop").payload,
             b"abc"
         );
+    }
+
+    /// Wherever the hand-sliced path answers, it answers as etherparse does:
+    /// packets of every shape, then with bytes flipped, cut or extended.
+    #[test]
+    fn fast_path_agrees_with_etherparse_on_mutated_packets() {
+        let mut bases: Vec<(LinkType, Vec<u8>)> = Vec::new();
+        for payload in [&b""[..], b"x", &[0x55; 300]] {
+            let v4 = tcp_v4(payload);
+            bases.push((LinkType::RAW, v4[14..].to_vec()));
+            bases.push((LinkType::ETHERNET, v4));
+            let b = PacketBuilder::ethernet2([1; 6], [2; 6])
+                .ipv6([1; 16], [2; 16], 64)
+                .tcp(1, 8500, 5, 100)
+                .syn();
+            let mut v6 = Vec::new();
+            b.write(&mut v6, payload).expect("build");
+            bases.push((LinkType::IPV6, v6[14..].to_vec()));
+            bases.push((LinkType::ETHERNET, v6));
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let mut answered = 0;
+        for i in 0..200_000 {
+            let (link, base) = &bases[i % bases.len()];
+            let mut p = base.clone();
+            // Sometimes the other IP version's ethertype or version nibble.
+            if next(8) == 0 {
+                let at = if *link == LinkType::ETHERNET { 12 } else { 0 };
+                let (v4, v6) = if at == 12 { (0x08, 0x86) } else { (0x45, 0x60) };
+                p[at] = if p[at] == v4 { v6 } else { v4 };
+                if at == 12 {
+                    p[13] = if p[12] == 0x08 { 0x00 } else { 0xdd };
+                }
+            }
+            // Mostly the headers (first 74 bytes), sometimes anywhere.
+            for _ in 0..1 + next(3) {
+                let span = if next(4) == 0 { p.len() } else { 74 };
+                let at = next(p.len().min(span).max(1));
+                if let Some(b) = p.get_mut(at) {
+                    *b = match next(3) {
+                        0 => next(256) as u8,
+                        1 => *b ^ (1 << next(8)),
+                        _ => [0, 5, 6, 8, 0x40, 0x45, 0x46, 0x60, 0x86, 0xdd, 0xff][next(11)],
+                    };
+                }
+            }
+            match next(4) {
+                0 => p.truncate(next(p.len() + 1)),
+                1 => p.extend((0..next(8)).map(|_| next(256) as u8)),
+                _ => {}
+            }
+            if let Some(fast) = fast_path(*link, &p) {
+                answered += 1;
+                let slow = sliced(*link, &p).expect("etherparse takes what the fast path took");
+                assert_eq!(
+                    format!("{fast:?}"),
+                    format!("{slow:?}"),
+                    "{link:?} {p:02x?}"
+                );
+            }
+        }
+        assert!(answered > 20_000, "fast path answered {answered}");
     }
 
     #[test]

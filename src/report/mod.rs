@@ -2,6 +2,7 @@
 //! summary that closes both.
 
 pub mod html;
+pub mod json;
 pub mod markdown;
 pub mod plot;
 pub mod postmortem;
@@ -18,12 +19,19 @@ use crate::tfserving::{Exchange, TensorSummary};
 
 /// Writes one JSON object per line. A write error (a closed pipe) stops the
 /// writer; the caller ends quietly.
+///
+/// Lines are gathered in a buffer of about [`JSONL_BUFFER`] bytes and handed
+/// to `out` in large writes.
 pub struct JsonLines<W: Write> {
     out: W,
     /// Flush after every line (live capture, pipes into `jq`).
     pub flush_each: bool,
     pub failed: Option<io::Error>,
+    buf: Vec<u8>,
 }
+
+/// Output gathered before a write to the underlying writer.
+pub const JSONL_BUFFER: usize = 64 << 10;
 
 impl<W: Write> JsonLines<W> {
     pub fn new(out: W, flush_each: bool) -> Self {
@@ -31,37 +39,54 @@ impl<W: Write> JsonLines<W> {
             out,
             flush_each,
             failed: None,
+            buf: Vec::with_capacity(JSONL_BUFFER + (4 << 10)),
         }
     }
 
-    pub fn write<T: serde::Serialize>(&mut self, value: &T) -> bool {
+    /// Writes one line: exchanges through the hand-written writer
+    /// ([`json::write_exchange`], same bytes), anything else through serde_json.
+    pub fn write<T: serde::Serialize + 'static>(&mut self, value: &T) -> bool {
         if self.failed.is_some() {
             return false;
         }
-        let r = serde_json::to_writer(&mut self.out, value)
-            .map_err(io::Error::from)
-            .and_then(|_| self.out.write_all(b"\n"))
-            .and_then(|_| {
+        let start = self.buf.len();
+        let r = match (value as &dyn std::any::Any).downcast_ref::<Exchange>() {
+            Some(ex) => {
+                json::write_exchange(&mut self.buf, ex);
+                Ok(())
+            }
+            None => serde_json::to_writer(&mut self.buf, value).map_err(io::Error::from),
+        };
+        if let Err(e) = r {
+            self.buf.truncate(start);
+            self.failed = Some(e);
+            return false;
+        }
+        self.buf.push(b'\n');
+        if self.flush_each || self.buf.len() >= JSONL_BUFFER {
+            let r = self.out.write_all(&self.buf).and_then(|_| {
                 if self.flush_each {
                     self.out.flush()
                 } else {
                     Ok(())
                 }
             });
-        match r {
-            Ok(()) => true,
-            Err(e) => {
+            self.buf.clear();
+            if let Err(e) = r {
                 self.failed = Some(e);
-                false
+                return false;
             }
         }
+        true
     }
 
     pub fn finish(&mut self) -> io::Result<()> {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        self.out.flush()
+        let r = self.out.write_all(&self.buf);
+        self.buf.clear();
+        r.and_then(|_| self.out.flush())
     }
 }
 

@@ -94,10 +94,10 @@ impl Summary {
         if !ex.complete {
             self.incomplete += 1;
         }
-        *self
-            .by_method
-            .entry(ex.method.clone().unwrap_or_else(|| "unknown".into()))
-            .or_default() += 1;
+        bump(
+            &mut self.by_method,
+            ex.method.as_deref().unwrap_or("unknown"),
+        );
         if ex.status.ok {
             return;
         }
@@ -108,10 +108,10 @@ impl Summary {
             (None, None) => "unknown".to_string(),
         };
         *self.failures_by_status.entry(status).or_default() += 1;
-        *self
-            .failures_by_model
-            .entry(ex.model.clone().unwrap_or_else(|| "unknown".into()))
-            .or_default() += 1;
+        bump(
+            &mut self.failures_by_model,
+            ex.model.as_deref().unwrap_or("unknown"),
+        );
         let category = ex
             .diagnosis
             .as_ref()
@@ -256,6 +256,16 @@ impl Summary {
                 .cmp(&a.count)
                 .then(a.first_exchange.cmp(&b.first_exchange))
         });
+    }
+}
+
+/// Counts one more under `key`, allocating the key only the first time.
+fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_string(), 1);
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! `Exchange`: one request paired with its response, in the JSON Lines
 //! output contract (DESIGN.md §3, schema version 1). Extend, never rename.
 
+use std::net::SocketAddr;
+
 use serde::Serialize;
 
 use super::{decode_request, decode_response, Decoded, Method, TensorSummary};
@@ -104,7 +106,7 @@ pub struct Exchange {
 
 impl Exchange {
     /// Builds the exchange of a finished gRPC call.
-    pub fn from_grpc(id: u64, conn: &ConnInfo, call: Call) -> Exchange {
+    pub fn from_grpc(id: u64, conn: &ConnInfo, mut call: Call) -> Exchange {
         let mut notes = Vec::new();
         let path = call.request_header(":path").map(str::to_string);
         let mut method = path.as_deref().and_then(Method::from_path);
@@ -371,20 +373,26 @@ impl Exchange {
         // The request's version, else the one the server resolved (a label
         // or "latest" resolves to a number in the response's model_spec).
         let version = d.version.or(d.resolved_version);
-        let wireshark_filter = format!(
-            "tcp.stream eq {} && http2.streamid eq {}",
-            conn.id, call.stream
-        );
+        let wireshark_filter = {
+            let (mut conn_id, mut stream) = (itoa::Buffer::new(), itoa::Buffer::new());
+            let (conn_id, stream) = (conn_id.format(conn.id), stream.format(call.stream));
+            let mut f = String::with_capacity(40 + conn_id.len() + stream.len());
+            f.push_str("tcp.stream eq ");
+            f.push_str(conn_id);
+            f.push_str(" && http2.streamid eq ");
+            f.push_str(stream);
+            f
+        };
         Exchange {
             kind: "exchange",
             id,
             transport: Transport::Grpc,
-            client: conn.client.to_string(),
-            server: conn.server.to_string(),
+            client: socket_addr_text(conn.client),
+            server: socket_addr_text(conn.server),
             connection: conn.id,
             stream: Some(call.stream),
-            request_frames: call.request_frames.clone(),
-            response_frames: call.response_frames.clone(),
+            request_frames: std::mem::take(&mut call.request_frames),
+            response_frames: std::mem::take(&mut call.response_frames),
             request_id: call.request_header("x-request-id").map(str::to_string),
             method: method_name,
             path,
@@ -444,6 +452,41 @@ impl Exchange {
     }
 }
 
+/// `SocketAddr::to_string`, with IPv4 written by hand: twice per exchange,
+/// and `Display` goes through the formatting machinery for every octet.
+pub fn socket_addr_text(a: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = a else {
+        return a.to_string();
+    };
+    // At most "255.255.255.255:65535".
+    let mut b = [0u8; 21];
+    let mut n = 0;
+    let mut put = |v: u32, sep: u8| {
+        if sep != 0 {
+            b[n] = sep;
+            n += 1;
+        }
+        let width = match v {
+            0..=9 => 1,
+            10..=99 => 2,
+            100..=999 => 3,
+            1000..=9999 => 4,
+            _ => 5,
+        };
+        digits(&mut b[n..n + width], v);
+        n += width;
+    };
+    let [o1, o2, o3, o4] = v4.ip().octets();
+    put(u32::from(o1), 0);
+    put(u32::from(o2), b'.');
+    put(u32::from(o3), b'.');
+    put(u32::from(o4), b'.');
+    put(u32::from(v4.port()), b':');
+    std::str::from_utf8(&b[..n])
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
 /// Nanoseconds since the epoch → `2026-11-27T14:03:04.123456789Z`.
 pub fn rfc3339(ts_ns: i64) -> String {
     let secs = ts_ns.div_euclid(1_000_000_000);
@@ -451,12 +494,30 @@ pub fn rfc3339(ts_ns: i64) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    // Written digit by digit: once per exchange, and `format!` costs several
+    // times more. Every i64 of nanoseconds falls in years 1677..=2262.
+    let Ok(year) = u32::try_from(y).map(|y| y.min(9999)) else {
+        return "0000-01-01T00:00:00.000000000Z".to_string();
+    };
+    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    digits(&mut b[0..4], year);
+    digits(&mut b[5..7], m);
+    digits(&mut b[8..10], d);
+    digits(&mut b[11..13], (sod / 3600) as u32);
+    digits(&mut b[14..16], (sod % 3600 / 60) as u32);
+    digits(&mut b[17..19], (sod % 60) as u32);
+    digits(&mut b[20..29], nanos as u32);
+    std::str::from_utf8(&b)
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
+/// Writes `n` as zero-padded decimal filling `out` (higher digits dropped).
+fn digits(out: &mut [u8], mut n: u32) {
+    for c in out.iter_mut().rev() {
+        *c = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
@@ -481,6 +542,15 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        for a in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.1.0.27:50581",
+            "[::1]:8500",
+        ] {
+            let a: SocketAddr = a.parse().expect("address");
+            assert_eq!(socket_addr_text(a), a.to_string());
+        }
         assert_eq!(
             rfc3339(1_795_788_184_123_456_789),
             "2026-11-27T14:03:04.123456789Z"
@@ -490,5 +560,34 @@ mod tests {
             "2000-02-29T00:00:00.000000000Z"
         );
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    /// The digit-by-digit writer against `format!`, over the whole i64 range.
+    #[test]
+    fn timestamps_match_format() {
+        let reference = |ts_ns: i64| {
+            let secs = ts_ns.div_euclid(1_000_000_000);
+            let nanos = ts_ns.rem_euclid(1_000_000_000);
+            let sod = secs.rem_euclid(86_400);
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+                sod / 3600,
+                sod % 3600 / 60,
+                sod % 60
+            )
+        };
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut cases = vec![i64::MIN, i64::MAX, 0, -1, 1, 86_399_999_999_999];
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push(x as i64);
+            cases.push((x % 4_000_000_000_000_000_000) as i64);
+        }
+        for ts in cases {
+            assert_eq!(rfc3339(ts), reference(ts), "{ts}");
+        }
     }
 }
