@@ -9,8 +9,7 @@ pub mod reassembly;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
 use foldhash::fast::RandomState;
 
@@ -110,27 +109,8 @@ impl Default for FlowLimits {
 }
 
 /// Endpoints in canonical order, so both directions find the same flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct FlowKey(SocketAddr, SocketAddr);
-
-impl Hash for FlowKey {
-    /// IPv4 pairs (the usual case) fold into two words instead of a dozen
-    /// small writes; the hash still depends on exactly the fields `Eq` compares.
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        match (self.0, self.1) {
-            (SocketAddr::V4(a), SocketAddr::V4(b)) => {
-                let word =
-                    |s: SocketAddrV4| (u64::from(s.ip().to_bits()) << 16) | u64::from(s.port());
-                state.write_u64(word(a));
-                state.write_u64(word(b));
-            }
-            (a, b) => {
-                a.hash(state);
-                b.hash(state);
-            }
-        }
-    }
-}
 
 impl FlowKey {
     fn of(a: SocketAddr, b: SocketAddr) -> FlowKey {

@@ -458,33 +458,17 @@ pub fn socket_addr_text(a: SocketAddr) -> String {
     let SocketAddr::V4(v4) = a else {
         return a.to_string();
     };
-    // At most "255.255.255.255:65535".
-    let mut b = [0u8; 21];
-    let mut n = 0;
-    let mut put = |v: u32, sep: u8| {
-        if sep != 0 {
-            b[n] = sep;
-            n += 1;
+    let mut s = String::with_capacity(21);
+    let mut buf = itoa::Buffer::new();
+    for (i, o) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
         }
-        let width = match v {
-            0..=9 => 1,
-            10..=99 => 2,
-            100..=999 => 3,
-            1000..=9999 => 4,
-            _ => 5,
-        };
-        digits(&mut b[n..n + width], v);
-        n += width;
-    };
-    let [o1, o2, o3, o4] = v4.ip().octets();
-    put(u32::from(o1), 0);
-    put(u32::from(o2), b'.');
-    put(u32::from(o3), b'.');
-    put(u32::from(o4), b'.');
-    put(u32::from(v4.port()), b':');
-    std::str::from_utf8(&b[..n])
-        .map(str::to_owned)
-        .unwrap_or_default()
+        s.push_str(buf.format(o));
+    }
+    s.push(':');
+    s.push_str(buf.format(v4.port()));
+    s
 }
 
 /// Nanoseconds since the epoch → `2026-11-27T14:03:04.123456789Z`.
