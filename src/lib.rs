@@ -47,23 +47,36 @@ struct Collector<W: Write> {
     output: Output<W>,
     /// Exchanges reported, in order, for their shard thread to free (None:
     /// kept by the table); collected only in sharded runs.
-    spent: Option<Vec<Option<Exchange>>>,
+    spent: Option<Vec<Option<shard::Spent>>>,
+    /// Sharded runs: the line a worker wrote for each exchange in the
+    /// engine, in the engine's (first in, first out) order.
+    lines: std::collections::VecDeque<Option<shard::Line>>,
 }
 
 fn report_one<W: Write>(
     summary: &mut Summary,
     output: &mut Output<W>,
-    spent: &mut Option<Vec<Option<Exchange>>>,
+    spent: &mut Option<Vec<Option<shard::Spent>>>,
+    line: Option<shard::Line>,
     ex: Exchange,
 ) -> bool {
     summary.add(&ex);
     let (ok, done) = match output {
-        Output::Jsonl(j) => (j.write(&ex), Some(ex)),
+        Output::Jsonl(j) => {
+            let ok = match &line {
+                // Written by a worker; diagnosis may have added warnings.
+                Some(l) if ex.diagnosis.is_none() => {
+                    j.write_with(|buf| l.write(buf, ex.id, ex.connection, &ex.warnings))
+                }
+                _ => j.write(&ex),
+            };
+            (ok, Some((ex, line)))
+        }
         Output::Table(t) => {
             t.add(ex);
             (true, None)
         }
-        Output::SummaryOnly => (true, Some(ex)),
+        Output::SummaryOnly => (true, Some((ex, line))),
     };
     if let Some(s) = spent {
         s.push(done);
@@ -78,8 +91,11 @@ impl<W: Write> Collector<W> {
             summary,
             output,
             spent,
+            lines,
         } = self;
-        engine.push(ex, &mut |ex| report_one(summary, output, spent, ex))
+        engine.push(ex, &mut |ex| {
+            report_one(summary, output, spent, lines.pop_front().flatten(), ex)
+        })
     }
 
     fn finish(&mut self) -> bool {
@@ -89,8 +105,9 @@ impl<W: Write> Collector<W> {
             summary,
             output,
             spent,
+            lines,
         } = self;
-        engine.finish(&mut |ex| report_one(summary, output, spent, ex))
+        engine.finish(&mut |ex| report_one(summary, output, spent, lines.pop_front().flatten(), ex))
     }
 }
 
@@ -111,7 +128,12 @@ impl<W: Write> shard::Merged for &mut Collector<W> {
         self.spent.get_or_insert_with(Vec::new);
     }
 
-    fn spent(&mut self, into: &mut Vec<Option<Exchange>>) {
+    fn exchange_with_line(&mut self, ex: Exchange, line: Option<shard::Line>) -> bool {
+        self.lines.push_back(line);
+        self.take(ex)
+    }
+
+    fn spent(&mut self, into: &mut Vec<Option<shard::Spent>>) {
         if let Some(s) = &mut self.spent {
             into.append(s);
         }
@@ -171,6 +193,7 @@ pub fn analyze(opts: &AnalyzeOptions, out: impl Write) -> Result<u8, RunError> {
         summary: Summary::new(),
         output,
         spent: None,
+        lines: std::collections::VecDeque::new(),
     };
 
     // Open every file first so that a bad argument fails before any output.
@@ -312,6 +335,11 @@ fn analyze_sharded<W: Write>(
         captures: &opts.captures,
         config: &opts.config,
         shards,
+        output: match opts.format {
+            Format::Jsonl => shard::Output::Lines,
+            Format::Summary => shard::Output::Counts,
+            Format::Table => shard::Output::Whole,
+        },
         progress: &progress,
     };
     let mut sink = collector;

@@ -30,7 +30,7 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use crate::capture::{CaptureReader, CaptureStats, LinkType, Packet};
 use crate::net::{tcp_segment, NetStats, TcpSegment};
 use crate::pipeline::{Analyzer, Config, ExchangeSink, ProtoStats};
-use crate::tfserving::Exchange;
+use crate::tfserving::{Exchange, Transport};
 
 /// Exchanges handed back to their worker at once.
 const RETURN_BATCH: usize = 64;
@@ -151,9 +151,19 @@ type Key = (u64, u64);
 const FINISH: u64 = u64::MAX;
 
 enum Item {
-    Opened { frame: u64, conn: u64 },
-    Closed { frame: u64, conn: u64 },
-    Exchange { frame: u64, ex: Box<Exchange> },
+    Opened {
+        frame: u64,
+        conn: u64,
+    },
+    Closed {
+        frame: u64,
+        conn: u64,
+    },
+    Exchange {
+        frame: u64,
+        ex: Box<Exchange>,
+        line: Option<Line>,
+    },
 }
 
 /// Items in order; later items sort at or above `watermark`.
@@ -175,10 +185,11 @@ pub struct WorkerEnd {
 /// The worker's exchange sink: tags items with the current frame and ships
 /// them to the merger in batches.
 struct ShardSink<'s> {
+    output: Output,
     tx: SyncSender<Batch>,
     /// Exchanges the merger is done with, to be freed by the thread that
     /// allocated them: cross-thread frees cost allocators far more.
-    back: Receiver<Vec<Exchange>>,
+    back: Receiver<Vec<Spent>>,
     stop: &'s AtomicBool,
     frame: u64,
     items: Vec<Item>,
@@ -220,11 +231,34 @@ impl ShardSink<'_> {
 }
 
 impl ExchangeSink for ShardSink<'_> {
-    fn exchange(&mut self, ex: Exchange) -> bool {
+    fn exchange(&mut self, mut ex: Exchange) -> bool {
         let frame = self.frame;
+        let line = match self.output {
+            // The merger only adds warnings to a successful gRPC call: write
+            // its line here, where the exchange is still in this core's
+            // cache, and keep for the merger what diagnosis and the summary
+            // read. Failures and REST calls (whose inputs the merger may
+            // type) cross whole.
+            Output::Lines | Output::Counts if ex.transport == Transport::Grpc && ex.status.ok => {
+                let line = match self.output {
+                    Output::Lines => {
+                        let mut text = Vec::with_capacity(1024);
+                        crate::report::json::write_exchange(&mut text, &ex);
+                        Line::mark(text)
+                    }
+                    _ => None,
+                };
+                if line.is_some() || self.output == Output::Counts {
+                    slim(&mut ex);
+                }
+                line
+            }
+            _ => None,
+        };
         self.push(Item::Exchange {
             frame,
             ex: Box::new(ex),
+            line,
         })
     }
 
@@ -239,11 +273,116 @@ impl ExchangeSink for ShardSink<'_> {
     }
 }
 
+/// What the merged exchanges become, which decides what workers may do
+/// ahead of the merger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// JSON Lines: workers write the lines of successful gRPC calls.
+    Lines,
+    /// Only the closing summary: workers drop what it does not count.
+    Counts,
+    /// Kept whole (the table view lists exchanges).
+    Whole,
+}
+
+/// A successful call with nothing the summary or diagnosis reads: the
+/// endpoints, frame lists, texts and notes.
+fn slim(ex: &mut Exchange) {
+    ex.client = String::new();
+    ex.server = String::new();
+    ex.request_frames = Vec::new();
+    ex.request_id = None;
+    ex.path = None;
+    ex.notes = Vec::new();
+    ex.wireshark_filter = String::new();
+    ex.start = None;
+}
+
+/// An exchange's JSON line written by its shard thread, with the places
+/// where the merger writes what only it knows: the exchange number, the
+/// connection's global index (twice) and warnings from diagnosis.
+pub struct Line {
+    text: Vec<u8>,
+    id: (usize, usize),
+    conn: (usize, usize),
+    warnings: usize,
+    filter: (usize, usize),
+}
+
+impl Line {
+    /// Finds the places in a line from `json::write_exchange`; None if the
+    /// line does not have them as expected (the merger then writes it).
+    fn mark(text: Vec<u8>) -> Option<Line> {
+        fn digits_at(text: &[u8], at: usize) -> Option<(usize, usize)> {
+            let n = text
+                .get(at..)?
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            (n > 0).then_some((at, at + n))
+        }
+        fn find(text: &[u8], from: usize, key: &[u8]) -> Option<usize> {
+            let i = text
+                .get(from..)?
+                .windows(key.len())
+                .position(|w| w == key)?;
+            Some(from + i + key.len())
+        }
+        // A string value cannot hold an unescaped quote, so these keys only
+        // match where they are keys.
+        const ID: &[u8] = br#"{"type":"exchange","id":"#;
+        if !text.starts_with(ID) {
+            return None;
+        }
+        let id = digits_at(&text, ID.len())?;
+        let conn = digits_at(&text, find(&text, id.1, br#","connection":"#)?)?;
+        let tail = text.len().saturating_sub(256).max(conn.1);
+        let warnings = find(&text, tail, br#","warnings":["#)?;
+        if text.get(warnings) != Some(&b']') {
+            return None;
+        }
+        let filter = digits_at(
+            &text,
+            find(&text, warnings, br#","wireshark_filter":"tcp.stream eq "#)?,
+        )?;
+        Some(Line {
+            text,
+            id,
+            conn,
+            warnings,
+            filter,
+        })
+    }
+
+    /// Appends the final line (no newline).
+    pub fn write(&self, out: &mut Vec<u8>, id: u64, conn: u64, warnings: &[String]) {
+        let t = &self.text;
+        let num = |out: &mut Vec<u8>, n: u64| {
+            let _ = std::io::Write::write_fmt(out, format_args!("{n}"));
+        };
+        out.extend_from_slice(&t[..self.id.0]);
+        num(out, id);
+        out.extend_from_slice(&t[self.id.1..self.conn.0]);
+        num(out, conn);
+        out.extend_from_slice(&t[self.conn.1..self.warnings]);
+        for (i, w) in warnings.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            crate::report::json::string(out, w);
+        }
+        out.extend_from_slice(&t[self.warnings..self.filter.0]);
+        num(out, conn);
+        out.extend_from_slice(&t[self.filter.1..]);
+    }
+}
+
 /// What the workers need to read the captures.
 pub struct Job<'a> {
     pub captures: &'a [std::path::PathBuf],
     pub config: &'a Config,
     pub shards: usize,
+    pub output: Output,
     /// Called by worker 0 for every packet with the bytes consumed so far in
     /// the current file (progress), and at each file's start with its name.
     pub progress: &'a (dyn Fn(Progress<'_>) + Sync),
@@ -255,14 +394,20 @@ pub enum Progress<'a> {
     FileDone,
 }
 
-/// Where merged exchanges go: an exchange sink that can hand back, in the
-/// order it received them, the exchanges it is done with.
+/// An exchange the merged output is done with, and its line.
+pub type Spent = (Exchange, Option<Line>);
+
+/// Where merged exchanges go: an exchange sink that takes lines written
+/// ahead, and can hand back, in the order it received them, the exchanges
+/// it is done with.
 pub trait Merged: ExchangeSink {
     /// Start collecting spent exchanges.
     fn recycle(&mut self);
+    /// An exchange with the line a worker wrote for it.
+    fn exchange_with_line(&mut self, ex: Exchange, line: Option<Line>) -> bool;
     /// Appends, in order, one entry per exchange reported since the last
     /// call: the exchange, or None if the sink keeps it.
-    fn spent(&mut self, into: &mut Vec<Option<Exchange>>);
+    fn spent(&mut self, into: &mut Vec<Option<Spent>>);
 }
 
 /// Runs the workers and hands the merged exchanges, in single-threaded
@@ -312,12 +457,13 @@ fn worker(
     job: &Job<'_>,
     shard: usize,
     tx: SyncSender<Batch>,
-    back: Receiver<Vec<Exchange>>,
+    back: Receiver<Vec<Spent>>,
     stop: &AtomicBool,
 ) -> Result<WorkerEnd, String> {
     let mut config = job.config.clone();
     config.flow.max_flows = (config.flow.max_flows / job.shards).max(1);
     let sink = ShardSink {
+        output: job.output,
         tx,
         back,
         stop,
@@ -411,15 +557,15 @@ struct Lane {
     /// This shard's connection index → global `tcp.stream` index, for the
     /// connections open now.
     conns: HashMap<u64, u64>,
-    back: Sender<Vec<Exchange>>,
-    returning: Vec<Exchange>,
+    back: Sender<Vec<Spent>>,
+    returning: Vec<Spent>,
 }
 
 impl Lane {
     fn key(&self, item: &Item) -> Key {
         let (frame, conn) = match item {
             Item::Opened { frame, conn } | Item::Closed { frame, conn } => (*frame, *conn),
-            Item::Exchange { frame, ex } => (*frame, ex.connection),
+            Item::Exchange { frame, ex, .. } => (*frame, ex.connection),
         };
         if frame == FINISH {
             (FINISH, self.conns.get(&conn).copied().unwrap_or(0))
@@ -487,13 +633,13 @@ fn merge(mut lanes: Vec<Lane>, sink: &mut impl Merged) -> bool {
             Item::Closed { conn, .. } => {
                 lane.conns.remove(&conn);
             }
-            Item::Exchange { ex, .. } => {
+            Item::Exchange { ex, line, .. } => {
                 let mut ex = *ex;
                 let global = lane.conns.get(&ex.connection).copied().unwrap_or(0);
                 renumber(&mut ex, next_id, global);
                 next_id += 1;
                 origin.push_back(i);
-                if !sink.exchange(ex) {
+                if !sink.exchange_with_line(ex, line) {
                     return false;
                 }
                 sink.spent(&mut spent);

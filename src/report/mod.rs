@@ -80,6 +80,30 @@ impl<W: Write> JsonLines<W> {
         true
     }
 
+    /// Writes one line that `put` appends (without its newline).
+    pub fn write_with(&mut self, put: impl FnOnce(&mut Vec<u8>)) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        put(&mut self.buf);
+        self.buf.push(b'\n');
+        if self.flush_each || self.buf.len() >= JSONL_BUFFER {
+            let r = self.out.write_all(&self.buf).and_then(|_| {
+                if self.flush_each {
+                    self.out.flush()
+                } else {
+                    Ok(())
+                }
+            });
+            self.buf.clear();
+            if let Err(e) = r {
+                self.failed = Some(e);
+                return false;
+            }
+        }
+        true
+    }
+
     pub fn finish(&mut self) -> io::Result<()> {
         if let Some(e) = self.failed.take() {
             return Err(e);
