@@ -88,25 +88,32 @@ pub fn decompressed_held() -> usize {
 
 /// Decompressed bytes that give their count back when the last `Bytes`
 /// pointing into them is dropped.
-struct Held(Vec<u8>);
+struct Held {
+    data: Vec<u8>,
+    counted: usize,
+}
 
 impl Held {
-    fn bytes(mut out: Vec<u8>) -> Bytes {
-        out.shrink_to_fit();
-        DECOMPRESSED_HELD.fetch_add(out.capacity(), Ordering::Relaxed);
-        Bytes::from_owner(Held(out))
+    /// `decompressed` is what the message decompressed to. A pruned message
+    /// keeps less than that, but is counted whole, so the limit refuses the
+    /// same messages whether or not their payloads were left out.
+    fn bytes(mut data: Vec<u8>, decompressed: usize) -> Bytes {
+        data.shrink_to_fit();
+        let counted = decompressed.max(data.capacity());
+        DECOMPRESSED_HELD.fetch_add(counted, Ordering::Relaxed);
+        Bytes::from_owner(Held { data, counted })
     }
 }
 
 impl AsRef<[u8]> for Held {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.data
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        DECOMPRESSED_HELD.fetch_sub(self.0.capacity(), Ordering::Relaxed);
+        DECOMPRESSED_HELD.fetch_sub(self.counted, Ordering::Relaxed);
     }
 }
 
@@ -260,10 +267,10 @@ struct Pruner {
 const MAX_HEADER: u64 = 20;
 
 impl Pruner {
-    fn new(pruning: Pruning, len: u32) -> Self {
+    fn new(pruning: Pruning, len: u64) -> Self {
         Pruner {
             pruning,
-            len: u64::from(len),
+            len,
             fed: 0,
             removed: 0,
             cur: 0,
@@ -745,7 +752,7 @@ impl Deframer {
                         self.pruner = None;
                         if keep && !compressed && len > 0 {
                             if let Some(p) = self.pruning {
-                                self.pruner = Some(Pruner::new(p, len));
+                                self.pruner = Some(Pruner::new(p, u64::from(len)));
                             }
                         }
                         if keep {
@@ -1018,22 +1025,49 @@ impl Deframer {
             .saturating_sub(decompressed_held());
         let cap = max.min(room) as u64;
         let mut out = Vec::new();
-        let result = if gzip {
-            GzDecoder::new(raw).take(cap + 1).read_to_end(&mut out)
+        let mut decoder: Box<dyn Read> = if gzip {
+            Box::new(GzDecoder::new(raw).take(cap + 1))
         } else {
-            ZlibDecoder::new(raw).take(cap + 1).read_to_end(&mut out)
+            Box::new(ZlibDecoder::new(raw).take(cap + 1))
+        };
+        let (result, size, elided) = match self.pruning {
+            // Pruned as it is decompressed: the whole message is never held.
+            // Its length is known only at the end, so it bounds nothing.
+            Some(p) => {
+                let mut pruner = Pruner::new(p, u64::MAX);
+                let mut chunk = vec![0u8; 64 << 10];
+                let mut size = 0usize;
+                let result = loop {
+                    match decoder.read(&mut chunk) {
+                        Ok(0) => break Ok(size),
+                        Ok(n) => {
+                            size += n;
+                            pruner.push(&mut out, &chunk[..n]);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                pruner.finish(&mut out);
+                (result, size, pruner.elided)
+            }
+            None => {
+                let result = decoder.read_to_end(&mut out);
+                let size = out.len();
+                (result, size, Vec::new())
+            }
         };
         match result {
-            Ok(_) if out.len() as u64 <= cap => Message {
+            Ok(_) if size as u64 <= cap => Message {
                 compressed: true,
                 wire_len: len,
-                data: Held::bytes(out),
+                data: Held::bytes(out, size),
                 complete: true,
                 problem: None,
                 note: sniffed.map(|what| {
                     format!("grpc-encoding not seen; the message was recognised as {what} by its header")
                 }),
-                elided: Vec::new(),
+                elided,
             },
             Ok(_) if room < max => self.failed(
                 len,

@@ -761,7 +761,7 @@ mod tests {
             } else {
                 decode_request_prefix_kept(Method::Predict, &m.data, &m.elided, &mut d);
             }
-            format!("{} {} {:?}", m.complete, m.seen_len(), d)
+            format!("{} {} {:?} {:?}", m.complete, m.seen_len(), m.problem, d)
         }
 
         fn same(wire: &[u8], chunk: usize, loss: Option<(usize, usize)>, cut: usize) -> Message {
@@ -926,15 +926,48 @@ mod tests {
         }
 
         #[test]
-        fn compressed_and_json_messages_are_kept_whole() {
+        fn compressed_messages_are_pruned_as_they_decompress() {
             use std::io::Write;
             let body = request();
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             gz.write_all(&body).expect("gz");
-            let wire = framed(1, &gz.finish().expect("gz"));
+            let gz = gz.finish().expect("gz");
+            let wire = framed(1, &gz);
             let m = same(&wire, 100, None, usize::MAX);
-            assert!(m.complete && m.elided.is_empty() && m.data.len() == body.len());
+            assert!(m.complete && m.data.len() < body.len() / 2);
+            assert_eq!(m.seen_len(), body.len() as u64);
+            // Cut short: the compressed bytes are kept as they came.
+            let m = same(&wire, 100, None, wire.len() - 10);
+            assert!(!m.complete && m.elided.is_empty());
+            // Corrupt: fails the same way.
+            let mut bad = gz.clone();
+            let mid = bad.len() / 2;
+            bad[mid] ^= 0x55;
+            let m = same(&framed(1, &bad), 100, None, usize::MAX);
+            assert!(!m.complete);
+            // Mutated protobuf inside the compression.
+            let mut x: u64 = 0x1234_5678_9abc_def1;
+            for _ in 0..300 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut b = body.clone();
+                let i = (x % b.len() as u64) as usize;
+                b[i] = (x >> 32) as u8;
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(&b).expect("gz");
+                same(
+                    &framed(1, &gz.finish().expect("gz")),
+                    4096,
+                    None,
+                    usize::MAX,
+                );
+            }
+        }
 
+        #[test]
+        fn json_like_messages_are_kept_whole() {
+            let body = request();
             // Starts like JSON: the "is JSON text" hint reads every byte.
             let mut json = b" [".to_vec();
             json.extend_from_slice(&body);
