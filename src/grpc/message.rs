@@ -43,7 +43,24 @@ pub struct Message {
     /// Something about the message that was inferred rather than seen.
     pub note: Option<String>,
     /// Payloads left out of `data` (see [`Pruning`]), in order.
-    pub elided: Vec<Elision>,
+    pub elided: Elisions,
+}
+
+/// The payloads left out of a message (none for most messages).
+#[derive(Debug, Clone, Default)]
+pub struct Elisions(Option<Box<[Elision]>>);
+
+impl From<Vec<Elision>> for Elisions {
+    fn from(v: Vec<Elision>) -> Self {
+        Elisions((!v.is_empty()).then(|| v.into_boxed_slice()))
+    }
+}
+
+impl std::ops::Deref for Elisions {
+    type Target = [Elision];
+    fn deref(&self) -> &[Elision] {
+        self.0.as_deref().unwrap_or(&[])
+    }
 }
 
 impl Message {
@@ -130,6 +147,9 @@ pub struct Pruning {
     /// version, field 2), so its structure is checked too.
     pub spec: u32,
     pub leaf: fn(u32) -> Option<Leaf>,
+    /// Messages shorter than this on the wire are kept whole: copying a
+    /// few KiB costs less than walking them.
+    pub min_len: u32,
 }
 
 /// Which message a walked field is.
@@ -680,8 +700,9 @@ pub struct Deframer {
     limits: Limits,
     /// Set when the method is known and its messages may be pruned.
     pruning: Option<Pruning>,
-    /// Walks the uncompressed message being received, when pruning.
-    pruner: Option<Pruner>,
+    /// Walks the uncompressed message being received, when pruning (boxed:
+    /// calls move, and most messages are too small to prune).
+    pruner: Option<Box<Pruner>>,
 }
 
 impl Deframer {
@@ -710,13 +731,15 @@ impl Deframer {
     }
 
     /// The kept bytes of the message being closed, and what was left out.
-    fn take_kept(&mut self) -> (Bytes, Vec<Elision>) {
+    // Inlined: called for every message, most of them small.
+    #[inline(always)]
+    fn take_kept(&mut self) -> (Bytes, Elisions) {
         let elided = match self.pruner.take() {
             Some(mut p) => {
                 p.finish(&mut self.buf);
-                p.elided
+                Elisions::from(std::mem::take(&mut p.elided))
             }
-            None => Vec::new(),
+            None => Elisions::default(),
         };
         (Bytes::from(std::mem::take(&mut self.buf)), elided)
     }
@@ -750,9 +773,9 @@ impl Deframer {
                             && self.messages.len() < self.limits.max_messages;
                         self.buf.clear();
                         self.pruner = None;
-                        if keep && !compressed && len > 0 {
-                            if let Some(p) = self.pruning {
-                                self.pruner = Some(Pruner::new(p, u64::from(len)));
+                        if keep && !compressed {
+                            if let Some(p) = self.pruning.filter(|p| len >= p.min_len.max(1)) {
+                                self.pruner = Some(Box::new(Pruner::new(p, u64::from(len))));
                             }
                         }
                         if keep {
@@ -847,7 +870,7 @@ impl Deframer {
                     complete,
                     problem: (!complete).then(|| "body larger than the message limit".to_string()),
                     note: None,
-                    elided: Vec::new(),
+                    elided: Elisions::default(),
                 });
             }
             self.raw = Some(0);
@@ -865,7 +888,7 @@ impl Deframer {
             let (data, elided) = if keep {
                 self.take_kept()
             } else {
-                (Bytes::new(), Vec::new())
+                (Bytes::new(), Elisions::default())
             };
             self.record(Message {
                 compressed,
@@ -961,7 +984,7 @@ impl Deframer {
                 complete: false,
                 problem,
                 note: None,
-                elided: Vec::new(),
+                elided: Elisions::default(),
             });
             return;
         }
@@ -1030,7 +1053,7 @@ impl Deframer {
         } else {
             Box::new(ZlibDecoder::new(raw).take(cap + 1))
         };
-        let (result, size, elided) = match self.pruning {
+        let (result, size, elided) = match self.pruning.filter(|p| len >= p.min_len) {
             // Pruned as it is decompressed: the whole message is never held.
             // Its length is known only at the end, so it bounds nothing.
             Some(p) => {
@@ -1049,12 +1072,12 @@ impl Deframer {
                     }
                 };
                 pruner.finish(&mut out);
-                (result, size, pruner.elided)
+                (result, size, Elisions::from(pruner.elided))
             }
             None => {
                 let result = decoder.read_to_end(&mut out);
                 let size = out.len();
-                (result, size, Vec::new())
+                (result, size, Elisions::default())
             }
         };
         match result {
@@ -1095,7 +1118,7 @@ impl Deframer {
             complete: false,
             problem: Some(why.to_string()),
             note: None,
-            elided: Vec::new(),
+            elided: Elisions::default(),
         }
     }
 

@@ -89,7 +89,8 @@ impl Method {
     /// kept: Predict's tensors are summarised from their field prefixes, so
     /// their values need not be kept.
     pub fn pruning(path: &str) -> Option<(Pruning, Pruning)> {
-        (Method::from_path(path)? == Method::Predict)
+        // What `from_path` maps to Predict, compared without splitting.
+        (path == "/tensorflow.serving.PredictionService/Predict")
             .then_some((tensor::PREDICT_REQUEST, tensor::PREDICT_RESPONSE))
     }
 
@@ -189,8 +190,7 @@ pub fn decode_request(method: Method, data: Bytes, d: &mut Decoded) {
 
 /// [`decode_request`] of a kept message with payloads left out.
 pub fn decode_request_kept(method: Method, data: Bytes, elided: &[Elision], d: &mut Decoded) {
-    let kept_data = data.clone();
-    let kept = Kept::new(&kept_data, elided);
+    let kept = Kept::new(&data, elided);
     macro_rules! decode {
         ($t:ty) => {
             match <$t>::decode(data.clone()) {
@@ -506,8 +506,7 @@ pub fn decode_response(method: Method, data: Bytes, d: &mut Decoded) {
 
 /// [`decode_response`] of a kept message with payloads left out.
 pub fn decode_response_kept(method: Method, data: Bytes, elided: &[Elision], d: &mut Decoded) {
-    let kept_data = data.clone();
-    let kept = Kept::new(&kept_data, elided);
+    let kept = Kept::new(&data, elided);
     macro_rules! decode {
         ($t:ty) => {
             match <$t>::decode(data.clone()) {
@@ -587,6 +586,22 @@ pub fn decode_response_kept(method: Method, data: Bytes, elided: &[Elision], d: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pruning_is_for_predict_only() {
+        for path in [
+            "/tensorflow.serving.PredictionService/Predict",
+            "/tensorflow.serving.PredictionService/Classify",
+            "/tensorflow.serving.PredictionService/Predict/",
+            "tensorflow.serving.PredictionService/Predict",
+        ] {
+            assert_eq!(
+                Method::pruning(path).is_some(),
+                Method::from_path(path) == Some(Method::Predict),
+                "{path}"
+            );
+        }
+    }
 
     #[test]
     fn paths() {
@@ -729,7 +744,8 @@ mod tests {
         ) -> Message {
             let mut d = Deframer::new(Limits::default());
             if let Some(p) = prune {
-                d.prune(p);
+                // Pruned whatever their size, to test small messages.
+                d.prune(Pruning { min_len: 0, ..p });
             }
             d.encoding = Encoding::Gzip;
             let wire = &wire[..cut.min(wire.len())];
@@ -973,6 +989,36 @@ mod tests {
             json.extend_from_slice(&body);
             let m = same(&framed(0, &json), 100, None, usize::MAX);
             assert!(m.elided.is_empty());
+        }
+
+        #[test]
+        fn only_large_messages_are_pruned() {
+            let small = framed(0, &request());
+            let mut d = Deframer::new(Limits::default());
+            d.prune(tensor::PREDICT_REQUEST);
+            d.push(&small);
+            assert!(d.messages[0].elided.is_empty());
+
+            let mut req = tfs::PredictRequest::default();
+            let mut t = tensor(1, &[256, 256]);
+            t.tensor_content = vec![7; 256 * 256 * 4].into();
+            req.inputs.insert("image".into(), t);
+            let body = req.encode_to_vec();
+            let wire = framed(0, &body);
+            let mut d = Deframer::new(Limits::default());
+            d.prune(tensor::PREDICT_REQUEST);
+            for chunk in wire.chunks(16384) {
+                d.push(chunk);
+            }
+            let m = &d.messages[0];
+            assert!(m.complete && m.data.len() < 64);
+            assert_eq!(m.elided.len(), 1);
+            let mut got = Decoded::default();
+            decode_request_kept(Method::Predict, m.data.clone(), &m.elided, &mut got);
+            let mut want = Decoded::default();
+            decode_request(Method::Predict, Bytes::from(body), &mut want);
+            assert_eq!(format!("{got:?}"), format!("{want:?}"));
+            assert_eq!(got.inputs[0].values, Some(256 * 256));
         }
 
         #[test]

@@ -15,6 +15,7 @@ pub const PREDICT_REQUEST: Pruning = Pruning {
     map: 2,
     spec: 1,
     leaf: tensor_leaf,
+    min_len: PRUNE_FROM,
 };
 
 pub const PREDICT_RESPONSE: Pruning = Pruning {
@@ -22,7 +23,13 @@ pub const PREDICT_RESPONSE: Pruning = Pruning {
     map: 1,
     spec: 2,
     leaf: tensor_leaf,
+    min_len: PRUNE_FROM,
 };
+
+/// Predict messages from this size on (on the wire) are pruned: the large
+/// tensors whose copies cost page faults and memory bandwidth. Smaller ones
+/// are cheaper to copy than to walk.
+const PRUNE_FROM: u32 = 64 << 10;
 
 /// TensorProto fields whose payloads [`summarize`] only measures.
 fn tensor_leaf(num: u32) -> Option<Leaf> {
@@ -320,9 +327,14 @@ fn summarize_impl(name: &str, bytes: &[u8], partial: bool, kept: Kept<'_>) -> Te
                 Some((dims, unk)) => {
                     // Repeated occurrences of a message field merge (dims
                     // append), up to the same cap as one shape.
-                    let kept = shape.get_or_insert_with(Vec::new);
-                    let room = MAX_DIMS_KEPT.saturating_sub(kept.len());
-                    kept.extend(dims.into_iter().take(room));
+                    match &mut shape {
+                        // parse_shape keeps at most MAX_DIMS_KEPT already.
+                        None => shape = Some(dims),
+                        Some(kept) => {
+                            let room = MAX_DIMS_KEPT.saturating_sub(kept.len());
+                            kept.extend(dims.into_iter().take(room));
+                        }
+                    }
                     unknown_rank |= unk;
                 }
                 None => malformed = true,
@@ -392,7 +404,7 @@ fn summarize_impl(name: &str, bytes: &[u8], partial: bool, kept: Kept<'_>) -> Te
     } else if dt.is_none() {
         problems.push(format!("unknown dtype enum ({dtype_code})"));
     }
-    let shape_out = if unknown_rank { None } else { shape.clone() };
+    let shape_out = if unknown_rank { None } else { shape };
     if let Some(dims) = &shape_out {
         if let Some(d) = dims.iter().find(|&&d| d < 0) {
             problems.push(format!(
