@@ -144,27 +144,43 @@ fn json_denoted(kinds: &[&str]) -> Option<&'static str> {
     }
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
+/// Edit distance between `a` and `b` if it is at most `max`. Names come
+/// from the capture (a model name may be thousands of characters), so the
+/// lengths are compared first and the rows stop once every entry is past
+/// `max`.
+fn levenshtein_within(a: &[char], b: &[char], max: usize) -> Option<usize> {
+    if a.len().abs_diff(b.len()) > max {
+        return None;
+    }
     let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        let mut row_min = cur[0];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
                 .min(prev[j + 1] + 1)
                 .min(cur[j] + 1);
+            row_min = row_min.min(cur[j + 1]);
         }
-        prev = cur;
+        if row_min > max {
+            return None;
+        }
+        std::mem::swap(&mut prev, &mut cur);
     }
-    prev[b.len()]
+    Some(prev[b.len()]).filter(|&d| d <= max)
 }
 
 /// The closest candidate within a plausible typo distance.
 fn did_you_mean<'c>(name: &str, candidates: &'c [String]) -> Option<&'c str> {
+    let lower: Vec<char> = name.to_lowercase().chars().collect();
     candidates
         .iter()
-        .map(|c| (levenshtein(&name.to_lowercase(), &c.to_lowercase()), c))
-        .filter(|(d, c)| *d <= (c.len().max(name.len()) / 3).max(2))
+        .filter_map(|c| {
+            let max = (c.len().max(name.len()) / 3).max(2);
+            let other: Vec<char> = c.to_lowercase().chars().collect();
+            levenshtein_within(&lower, &other, max).map(|d| (d, c))
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.as_str())
 }
@@ -1461,6 +1477,56 @@ mod tests {
         assert_eq!(did_you_mean("feature", &c), Some("features"));
         assert_eq!(did_you_mean("Features", &c), Some("features"));
         assert_eq!(did_you_mean("zzzzzz", &c), None);
-        assert_eq!(levenshtein("kitten", "sitting"), 3);
+        let chars = |s: &str| s.chars().collect::<Vec<_>>();
+        assert_eq!(
+            levenshtein_within(&chars("kitten"), &chars("sitting"), 3),
+            Some(3)
+        );
+        assert_eq!(
+            levenshtein_within(&chars("kitten"), &chars("sitting"), 2),
+            None
+        );
+        let long = "m".repeat(5000);
+        assert_eq!(did_you_mean(&long, &c), None);
+    }
+
+    /// The bounded distance agrees with the full table wherever it answers.
+    #[test]
+    fn bounded_distance_matches_full_table() {
+        fn full(a: &[char], b: &[char]) -> usize {
+            let mut prev: Vec<usize> = (0..=b.len()).collect();
+            for (i, ca) in a.iter().enumerate() {
+                let mut cur = vec![i + 1; b.len() + 1];
+                for (j, cb) in b.iter().enumerate() {
+                    cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                        .min(prev[j + 1] + 1)
+                        .min(cur[j] + 1);
+                }
+                prev = cur;
+            }
+            prev[b.len()]
+        }
+        let mut x: u64 = 0x853c_49e6_748f_ea9b;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..5000 {
+            let mut word = |n: u64| -> Vec<char> {
+                (0..next() % n)
+                    .map(|_| (b'a' + (next() % 4) as u8) as char)
+                    .collect()
+            };
+            let (a, b) = (word(12), word(12));
+            let max = (next() % 8) as usize;
+            let d = full(&a, &b);
+            assert_eq!(
+                levenshtein_within(&a, &b, max),
+                (d <= max).then_some(d),
+                "{a:?} {b:?} {max}"
+            );
+        }
     }
 }

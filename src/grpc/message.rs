@@ -42,6 +42,33 @@ pub struct Message {
     pub problem: Option<String>,
     /// Something about the message that was inferred rather than seen.
     pub note: Option<String>,
+    /// Payloads left out of `data` (see [`Pruning`]), in order.
+    pub elided: Elisions,
+}
+
+/// The payloads left out of a message (none for most messages).
+#[derive(Debug, Clone, Default)]
+pub struct Elisions(Option<Box<[Elision]>>);
+
+impl From<Vec<Elision>> for Elisions {
+    fn from(v: Vec<Elision>) -> Self {
+        Elisions((!v.is_empty()).then(|| v.into_boxed_slice()))
+    }
+}
+
+impl std::ops::Deref for Elisions {
+    type Target = [Elision];
+    fn deref(&self) -> &[Elision] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+impl Message {
+    /// Bytes of the message that were seen (or decompressed), counting
+    /// those left out of `data`.
+    pub fn seen_len(&self) -> u64 {
+        self.data.len() as u64 + self.elided.iter().map(|e| e.removed).sum::<u64>()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,25 +105,565 @@ pub fn decompressed_held() -> usize {
 
 /// Decompressed bytes that give their count back when the last `Bytes`
 /// pointing into them is dropped.
-struct Held(Vec<u8>);
+struct Held {
+    data: Vec<u8>,
+    counted: usize,
+}
 
 impl Held {
-    fn bytes(mut out: Vec<u8>) -> Bytes {
-        out.shrink_to_fit();
-        DECOMPRESSED_HELD.fetch_add(out.capacity(), Ordering::Relaxed);
-        Bytes::from_owner(Held(out))
+    /// `decompressed` is what the message decompressed to. A pruned message
+    /// keeps less than that, but is counted whole, so the limit refuses the
+    /// same messages whether or not their payloads were left out.
+    fn bytes(mut data: Vec<u8>, decompressed: usize) -> Bytes {
+        data.shrink_to_fit();
+        let counted = decompressed.max(data.capacity());
+        DECOMPRESSED_HELD.fetch_add(counted, Ordering::Relaxed);
+        Bytes::from_owner(Held { data, counted })
     }
 }
 
 impl AsRef<[u8]> for Held {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.data
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        DECOMPRESSED_HELD.fetch_sub(self.0.capacity(), Ordering::Relaxed);
+        DECOMPRESSED_HELD.fetch_sub(self.counted, Ordering::Relaxed);
+    }
+}
+
+/// What may be left out of a kept TF Serving Predict message: payloads of
+/// the fields `leaf` names inside the values of the tensor map (field
+/// `map`, entries of key 1 and value 2). Decoders only measure those
+/// payloads, so copying megabytes of tensor values only to measure them is
+/// wasted work. Everything else is kept byte for byte.
+#[derive(Debug, Clone, Copy)]
+pub struct Pruning {
+    /// The `map<string, TensorProto>` field.
+    pub map: u32,
+    /// The `ModelSpec` field: prost decodes it (and its `Int64Value`
+    /// version, field 2), so its structure is checked too.
+    pub spec: u32,
+    pub leaf: fn(u32) -> Option<Leaf>,
+    /// Messages shorter than this on the wire are kept whole: copying a
+    /// few KiB costs less than walking them.
+    pub min_len: u32,
+}
+
+/// Which message a walked field is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Top,
+    Spec,
+    SpecVersion,
+    Entry,
+    Tensor,
+}
+
+/// What a left-out payload is, so that its [`Elision`] records what its
+/// readers need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaf {
+    /// Only the length matters.
+    Opaque,
+    /// Packed varints: bytes without the continuation bit are counted.
+    Varints,
+    /// DT_STRING-style tensor content (varint lengths, then the bytes):
+    /// the one count of leading lengths that adds up is recorded.
+    StringContent,
+}
+
+/// A payload left out of a kept message. The kept bytes are the message
+/// with the payload removed and the length prefix of its field, and of every
+/// field around it, lowered by the bytes removed (re-encoded in the same
+/// number of bytes, so no offset before them moves). A reader that meets
+/// the field looks its payload offset up here to learn what was there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elision {
+    /// Offset in the kept bytes where the payload was.
+    pub at: usize,
+    /// Payload bytes left out (fewer than declared when the message was cut).
+    pub removed: u64,
+    /// [`Leaf::Varints`]: bytes of the payload that end a varint.
+    pub varint_ends: u64,
+    /// [`Leaf::StringContent`]: the number n of leading varint lengths for
+    /// which the lengths and the n varints add up to the whole payload.
+    pub strings: Option<u64>,
+}
+
+/// Bytes left out of `part`, a slice of the kept message `kept` (a slice of
+/// anything else had nothing left out).
+pub fn removed_within(kept: &[u8], elided: &[Elision], part: &[u8]) -> u64 {
+    if elided.is_empty() {
+        return 0;
+    }
+    let Some(start) = offset_in(kept, part) else {
+        return 0;
+    };
+    let end = start + part.len();
+    let from = elided.partition_point(|e| e.at < start);
+    elided[from..]
+        .iter()
+        .take_while(|e| e.at <= end)
+        .map(|e| e.removed)
+        .sum()
+}
+
+/// The elision whose payload began where `payload` begins.
+pub fn elision_at<'e>(kept: &[u8], elided: &'e [Elision], payload: &[u8]) -> Option<&'e Elision> {
+    let at = offset_in(kept, payload)?;
+    elided
+        .binary_search_by_key(&at, |e| e.at)
+        .ok()
+        .map(|i| &elided[i])
+}
+
+/// Offset of `part` in `whole`, if `part` is a slice of it.
+fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
+    let off = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (off + part.len() <= whole.len()).then_some(off)
+}
+
+/// One nested message field being walked.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    level: Level,
+    /// End of the field's payload (offset in the bytes fed).
+    end: u64,
+    /// Where its length prefix is in the kept bytes, and how long it is.
+    len_at: usize,
+    len_width: u8,
+    declared: u64,
+    /// `removed` when the field began.
+    removed_before: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Walk {
+    /// At the start of a field (or waiting for its key and length).
+    Header,
+    /// Keeping bytes up to this offset without looking at them.
+    CopyTo(u64),
+    /// Leaving out a payload that ends at `end`.
+    Elide {
+        end: u64,
+        leaf: Leaf,
+        field: Frame,
+        strings: StringScan,
+    },
+    /// Keeping everything from here on.
+    Verbatim,
+}
+
+/// Incremental protobuf walk of one message (see [`Pruning`]). Offsets are
+/// counted in the bytes fed; the kept bytes are those minus `removed`.
+///
+/// Readers must see the kept message as they would the whole one. Inside a
+/// TensorProto (opaque bytes to prost; read by a reader bounded to its
+/// slice) a malformed field only ends pruning in that tensor. Elsewhere
+/// prost may read past the end of a malformed field and compares lengths
+/// with what is left of the whole buffer, so the first malformed byte ends
+/// pruning for the rest of the message.
+#[derive(Debug)]
+struct Pruner {
+    pruning: Pruning,
+    /// Declared length of the message.
+    len: u64,
+    fed: u64,
+    removed: u64,
+    /// Start of the field being read when in `Walk::Header`.
+    cur: u64,
+    frames: Vec<Frame>,
+    walk: Walk,
+    elided: Vec<Elision>,
+    /// Whether the message may be JSON text (its first non-blank byte is `{`
+    /// or `[`): decoders then look at every byte, so nothing is left out.
+    json_like: Option<bool>,
+}
+
+/// Longest field key plus length prefix.
+const MAX_HEADER: u64 = 20;
+
+impl Pruner {
+    fn new(pruning: Pruning, len: u64) -> Self {
+        Pruner {
+            pruning,
+            len,
+            fed: 0,
+            removed: 0,
+            cur: 0,
+            frames: Vec::new(),
+            walk: Walk::Header,
+            elided: Vec::new(),
+            json_like: None,
+        }
+    }
+
+    fn kept(&self, at: u64) -> usize {
+        (at - self.removed) as usize
+    }
+
+    fn push(&mut self, out: &mut Vec<u8>, mut data: &[u8]) {
+        while !data.is_empty() {
+            match &mut self.walk {
+                Walk::Verbatim => {
+                    out.extend_from_slice(data);
+                    self.fed += data.len() as u64;
+                    return;
+                }
+                Walk::CopyTo(end) => {
+                    let end = *end;
+                    let n = ((end - self.fed) as usize).min(data.len());
+                    out.extend_from_slice(&data[..n]);
+                    self.fed += n as u64;
+                    data = &data[n..];
+                    if self.fed == end {
+                        self.cur = end;
+                        self.next_field(out);
+                    }
+                }
+                Walk::Elide {
+                    end, leaf, strings, ..
+                } => {
+                    let n = ((*end - self.fed) as usize).min(data.len());
+                    account(*leaf, strings, &data[..n], self.elided.last_mut());
+                    self.fed += n as u64;
+                    self.removed += n as u64;
+                    data = &data[n..];
+                    if self.fed == *end {
+                        self.end_elision(out);
+                    }
+                }
+                Walk::Header => {
+                    let limit = self.frames.last().map_or(self.len, |f| f.end);
+                    let want = (self.cur + MAX_HEADER).min(limit).saturating_sub(self.fed);
+                    let n = (want as usize).min(data.len());
+                    out.extend_from_slice(&data[..n]);
+                    self.fed += n as u64;
+                    data = &data[n..];
+                    self.header(out, limit);
+                }
+            }
+        }
+    }
+
+    /// Reads the field at `cur` if its key and length are in.
+    fn header(&mut self, out: &mut Vec<u8>, limit: u64) {
+        let have = &out[self.kept(self.cur)..self.kept(self.fed.min(limit))];
+        let at_limit = self.fed >= limit;
+        let mut pos = 0;
+        let Some(key) = read_varint(have, &mut pos) else {
+            if at_limit || have.len() >= 10 {
+                self.malformed(out, limit);
+            }
+            return;
+        };
+        let (num, wire_type) = (key >> 3, key & 7);
+        let width_at = pos;
+        let len = match wire_type {
+            0 | 2 => match read_varint(have, &mut pos) {
+                Some(l) if wire_type == 2 => l,
+                Some(_) => 0,
+                None if at_limit || have.len() - width_at >= 10 => {
+                    self.malformed(out, limit);
+                    return;
+                }
+                None => return,
+            },
+            1 => 8,
+            5 => 4,
+            _ => u64::MAX,
+        };
+        let body = self.cur + pos as u64;
+        let end = body.checked_add(len).filter(|&e| e <= limit);
+        let (Some(end), false) = (end, num == 0) else {
+            self.malformed(out, limit);
+            return;
+        };
+        let level = self.frames.last().map_or(Level::Top, |f| f.level);
+        let frame = |level| Frame {
+            level,
+            end,
+            len_at: self.kept(self.cur) + width_at,
+            len_width: (pos - width_at) as u8,
+            declared: len,
+            removed_before: self.removed,
+        };
+        let p = &self.pruning;
+        let inner = match (level, wire_type == 2, num) {
+            (Level::Top, true, n) if n == u64::from(p.map) => Some(Level::Entry),
+            (Level::Top, true, n) if n == u64::from(p.spec) => Some(Level::Spec),
+            (Level::Spec, true, 2) => Some(Level::SpecVersion),
+            (Level::Entry, true, 2) => Some(Level::Tensor),
+            _ => None,
+        };
+        if let Some(inner) = inner {
+            self.frames.push(frame(inner));
+            self.cur = body;
+            self.walk = Walk::Header;
+            self.settle(out);
+            return;
+        }
+        let leaf = (wire_type == 2 && level == Level::Tensor && len > 0)
+            .then(|| (self.pruning.leaf)(num as u32))
+            .flatten();
+        let frame = frame(Level::Tensor);
+        match leaf {
+            Some(leaf) if !self.json_like(out) => {
+                self.elided.push(Elision {
+                    at: self.kept(body),
+                    removed: 0,
+                    varint_ends: 0,
+                    strings: None,
+                });
+                let mut strings = StringScan::new(len);
+                // Payload bytes already read along with the header.
+                let start = self.kept(body);
+                let got = (self.fed.min(end) - body) as usize;
+                account(
+                    leaf,
+                    &mut strings,
+                    &out[start..start + got],
+                    self.elided.last_mut(),
+                );
+                out.drain(start..start + got);
+                self.removed += got as u64;
+                self.walk = Walk::Elide {
+                    end,
+                    leaf,
+                    field: frame,
+                    strings,
+                };
+                if self.fed >= end {
+                    self.end_elision(out);
+                }
+            }
+            _ => {
+                self.walk = Walk::CopyTo(end);
+                self.settle(out);
+            }
+        }
+    }
+
+    /// A field that does not parse (see [`Pruner`]).
+    fn malformed(&mut self, out: &mut Vec<u8>, limit: u64) {
+        let in_tensor = self.frames.last().is_some_and(|f| f.level == Level::Tensor);
+        self.walk = if in_tensor {
+            Walk::CopyTo(limit)
+        } else {
+            Walk::Verbatim
+        };
+        self.settle(out);
+    }
+
+    fn json_like(&mut self, out: &[u8]) -> bool {
+        *self.json_like.get_or_insert_with(|| {
+            matches!(
+                out.iter().find(|b| !b.is_ascii_whitespace()),
+                Some(b'{') | Some(b'[')
+            )
+        })
+    }
+
+    /// After a state change: moves on if bytes already read complete it.
+    fn settle(&mut self, out: &mut Vec<u8>) {
+        match self.walk {
+            Walk::CopyTo(end) if self.fed >= end => {
+                self.cur = end;
+                self.next_field(out);
+            }
+            Walk::Header if self.fed > self.cur => {
+                let limit = self.frames.last().map_or(self.len, |f| f.end);
+                self.header(out, limit);
+            }
+            _ => {}
+        }
+    }
+
+    fn end_elision(&mut self, out: &mut Vec<u8>) {
+        let Walk::Elide {
+            end,
+            field,
+            strings,
+            ..
+        } = self.walk
+        else {
+            return;
+        };
+        if let Some(e) = self.elided.last_mut() {
+            e.strings = strings.matched;
+        }
+        self.close(out, &field);
+        self.cur = end;
+        self.next_field(out);
+    }
+
+    /// `cur` moved to the end of a field: closes the frames that end there
+    /// and reads on.
+    fn next_field(&mut self, out: &mut Vec<u8>) {
+        while let Some(f) = self.frames.last().copied() {
+            if self.cur < f.end {
+                break;
+            }
+            self.close(out, &f);
+            self.frames.pop();
+        }
+        self.walk = if self.cur >= self.len {
+            Walk::Verbatim
+        } else {
+            Walk::Header
+        };
+        self.settle(out);
+    }
+
+    /// Lowers the length prefix of `f` by the bytes removed inside it.
+    fn close(&self, out: &mut [u8], f: &Frame) {
+        let removed = self.removed - f.removed_before;
+        if removed > 0 {
+            let width = usize::from(f.len_width);
+            write_padded_varint(&mut out[f.len_at..f.len_at + width], f.declared - removed);
+        }
+    }
+
+    /// The message ended (or was cut): fields still open keep what was removed so far.
+    fn finish(&mut self, out: &mut [u8]) {
+        if let Walk::Elide { field, strings, .. } = self.walk {
+            if let Some(e) = self.elided.last_mut() {
+                e.strings = strings.matched;
+            }
+            self.close(out, &field);
+        }
+        for f in self.frames.iter().rev() {
+            self.close(out, f);
+        }
+        self.elided.retain(|e| e.removed > 0);
+    }
+}
+
+/// Records what `part` of a left-out payload holds.
+fn account(leaf: Leaf, strings: &mut StringScan, part: &[u8], e: Option<&mut Elision>) {
+    let Some(e) = e else { return };
+    e.removed += part.len() as u64;
+    match leaf {
+        Leaf::Opaque => {}
+        Leaf::Varints => {
+            e.varint_ends += part.iter().filter(|&&b| b & 0x80 == 0).count() as u64;
+        }
+        Leaf::StringContent => strings.feed(part),
+    }
+}
+
+/// Reads a varint the way the tensor reader does (at most 10 bytes).
+fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let byte = *b.get(*pos + i)?;
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *pos += i + 1;
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Writes `v` as a varint of exactly `out.len()` bytes (protobuf readers
+/// accept the redundant continuation bytes). `v` fits: it is at most the
+/// value those bytes held.
+fn write_padded_varint(out: &mut [u8], mut v: u64) {
+    let last = out.len() - 1;
+    for (i, b) in out.iter_mut().enumerate() {
+        if i == last {
+            *b = (v & 0x7f) as u8;
+        } else {
+            *b = (v & 0x7f) as u8 | 0x80;
+            v >>= 7;
+        }
+    }
+}
+
+/// Finds, over a DT_STRING tensor content fed in pieces, the count n for
+/// which n varint lengths (each at most u32::MAX) plus the n varints
+/// themselves make up exactly the declared length: the check
+/// `Tensor::FromProto` makes. The sums only grow, so at most one n fits and
+/// the scan stops as soon as it is found or overshot.
+#[derive(Debug, Clone, Copy)]
+struct StringScan {
+    declared: u64,
+    value: u64,
+    shift: u32,
+    sum: u64,
+    /// Bytes of the completed varints.
+    pos: u64,
+    count: u64,
+    done: bool,
+    matched: Option<u64>,
+}
+
+impl StringScan {
+    fn new(declared: u64) -> Self {
+        StringScan {
+            declared,
+            value: 0,
+            shift: 0,
+            sum: 0,
+            pos: 0,
+            count: 0,
+            done: false,
+            matched: None,
+        }
+    }
+
+    fn feed(&mut self, mut part: &[u8]) {
+        while !self.done && !part.is_empty() {
+            if self.shift == 0 {
+                // Runs of zero bytes are zero lengths: skip them in one step.
+                let zeros = part.iter().position(|&b| b != 0).unwrap_or(part.len()) as u64;
+                if zeros > 0 {
+                    let need = self.declared - self.sum - self.pos;
+                    if need <= zeros {
+                        self.count += need;
+                        self.matched = Some(self.count);
+                        self.done = true;
+                        return;
+                    }
+                    self.pos += zeros;
+                    self.count += zeros;
+                    part = &part[zeros as usize..];
+                    continue;
+                }
+            }
+            let b = part[0];
+            part = &part[1..];
+            self.value |= u64::from(b & 0x7f) << (7 * self.shift);
+            self.shift += 1;
+            if b & 0x80 != 0 {
+                if self.shift == 10 {
+                    self.done = true;
+                }
+                continue;
+            }
+            self.pos += u64::from(self.shift);
+            self.count += 1;
+            let value = self.value;
+            self.value = 0;
+            self.shift = 0;
+            if value > u64::from(u32::MAX) {
+                self.done = true;
+                continue;
+            }
+            self.sum += value;
+            match (self.sum + self.pos).cmp(&self.declared) {
+                std::cmp::Ordering::Equal => {
+                    self.matched = Some(self.count);
+                    self.done = true;
+                }
+                std::cmp::Ordering::Greater => self.done = true,
+                std::cmp::Ordering::Less => {}
+            }
+        }
     }
 }
 
@@ -131,6 +698,11 @@ pub struct Deframer {
     /// Not gRPC (content-type says otherwise): the whole body is one message.
     raw: Option<u64>,
     limits: Limits,
+    /// Set when the method is known and its messages may be pruned.
+    pruning: Option<Pruning>,
+    /// Walks the uncompressed message being received, when pruning (boxed:
+    /// calls move, and most messages are too small to prune).
+    pruner: Option<Box<Pruner>>,
 }
 
 impl Deframer {
@@ -147,7 +719,29 @@ impl Deframer {
             unframed_bytes: 0,
             raw: None,
             limits,
+            pruning: None,
+            pruner: None,
         }
+    }
+
+    /// Lets uncompressed messages from here on be kept without the payloads
+    /// `pruning` names.
+    pub fn prune(&mut self, pruning: Pruning) {
+        self.pruning = Some(pruning);
+    }
+
+    /// The kept bytes of the message being closed, and what was left out.
+    // Inlined: called for every message, most of them small.
+    #[inline(always)]
+    fn take_kept(&mut self) -> (Bytes, Elisions) {
+        let elided = match self.pruner.take() {
+            Some(mut p) => {
+                p.finish(&mut self.buf);
+                Elisions::from(std::mem::take(&mut p.elided))
+            }
+            None => Elisions::default(),
+        };
+        (Bytes::from(std::mem::take(&mut self.buf)), elided)
     }
 
     /// Treats the stream's body as one opaque message (a client that sent
@@ -178,10 +772,22 @@ impl Deframer {
                         let keep = (len as usize) <= self.limits.max_message
                             && self.messages.len() < self.limits.max_messages;
                         self.buf.clear();
+                        self.pruner = None;
+                        if keep && !compressed {
+                            if let Some(p) = self.pruning.filter(|p| len >= p.min_len.max(1)) {
+                                self.pruner = Some(Box::new(Pruner::new(p, u64::from(len))));
+                            }
+                        }
                         if keep {
                             // Reserve what the prefix announces, but never more than
-                            // a modest amount up front: the prefix is untrusted.
-                            self.buf.reserve((len as usize).min(4 << 20));
+                            // a modest amount up front: the prefix is untrusted. A
+                            // pruned message keeps little of itself.
+                            let cap = if self.pruner.is_some() {
+                                4 << 10
+                            } else {
+                                4 << 20
+                            };
+                            self.buf.reserve((len as usize).min(cap));
                         }
                         self.state = State::Body {
                             compressed,
@@ -201,7 +807,10 @@ impl Deframer {
                     let left = u64::from(*len) - *seen;
                     let n = (left as usize).min(data.len());
                     if *keep {
-                        self.buf.extend_from_slice(&data[..n]);
+                        match &mut self.pruner {
+                            Some(p) => p.push(&mut self.buf, &data[..n]),
+                            None => self.buf.extend_from_slice(&data[..n]),
+                        }
                     }
                     *seen += n as u64;
                     data = &data[n..];
@@ -261,6 +870,7 @@ impl Deframer {
                     complete,
                     problem: (!complete).then(|| "body larger than the message limit".to_string()),
                     note: None,
+                    elided: Elisions::default(),
                 });
             }
             self.raw = Some(0);
@@ -275,10 +885,10 @@ impl Deframer {
         } = self.state
         {
             let missing = u64::from(len) - seen;
-            let data = if keep {
-                Bytes::from(std::mem::take(&mut self.buf))
+            let (data, elided) = if keep {
+                self.take_kept()
             } else {
-                Bytes::new()
+                (Bytes::new(), Elisions::default())
             };
             self.record(Message {
                 compressed,
@@ -289,6 +899,7 @@ impl Deframer {
                     "stream ended {missing} bytes before the end of the message"
                 )),
                 note: None,
+                elided,
             });
             self.state = State::Prefix {
                 buf: [0; 5],
@@ -373,18 +984,20 @@ impl Deframer {
                 complete: false,
                 problem,
                 note: None,
+                elided: Elisions::default(),
             });
             return;
         }
-        let raw = std::mem::take(&mut self.buf);
+        let (raw, elided) = self.take_kept();
         if lost > 0 {
             self.record(Message {
                 compressed,
                 wire_len: len,
-                data: Bytes::from(raw),
+                data: raw,
                 complete: false,
                 problem: Some(format!("{lost} bytes of this message were not captured")),
                 note: None,
+                elided,
             });
             return;
         }
@@ -394,10 +1007,11 @@ impl Deframer {
             Message {
                 compressed,
                 wire_len: len,
-                data: Bytes::from(raw),
+                data: raw,
                 complete: true,
                 problem: None,
                 note: None,
+                elided,
             }
         };
         self.record(msg);
@@ -434,21 +1048,49 @@ impl Deframer {
             .saturating_sub(decompressed_held());
         let cap = max.min(room) as u64;
         let mut out = Vec::new();
-        let result = if gzip {
-            GzDecoder::new(raw).take(cap + 1).read_to_end(&mut out)
+        let mut decoder: Box<dyn Read> = if gzip {
+            Box::new(GzDecoder::new(raw).take(cap + 1))
         } else {
-            ZlibDecoder::new(raw).take(cap + 1).read_to_end(&mut out)
+            Box::new(ZlibDecoder::new(raw).take(cap + 1))
+        };
+        let (result, size, elided) = match self.pruning.filter(|p| len >= p.min_len) {
+            // Pruned as it is decompressed: the whole message is never held.
+            // Its length is known only at the end, so it bounds nothing.
+            Some(p) => {
+                let mut pruner = Pruner::new(p, u64::MAX);
+                let mut chunk = vec![0u8; 64 << 10];
+                let mut size = 0usize;
+                let result = loop {
+                    match decoder.read(&mut chunk) {
+                        Ok(0) => break Ok(size),
+                        Ok(n) => {
+                            size += n;
+                            pruner.push(&mut out, &chunk[..n]);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                pruner.finish(&mut out);
+                (result, size, Elisions::from(pruner.elided))
+            }
+            None => {
+                let result = decoder.read_to_end(&mut out);
+                let size = out.len();
+                (result, size, Elisions::default())
+            }
         };
         match result {
-            Ok(_) if out.len() as u64 <= cap => Message {
+            Ok(_) if size as u64 <= cap => Message {
                 compressed: true,
                 wire_len: len,
-                data: Held::bytes(out),
+                data: Held::bytes(out, size),
                 complete: true,
                 problem: None,
                 note: sniffed.map(|what| {
                     format!("grpc-encoding not seen; the message was recognised as {what} by its header")
                 }),
+                elided,
             },
             Ok(_) if room < max => self.failed(
                 len,
@@ -476,6 +1118,7 @@ impl Deframer {
             complete: false,
             problem: Some(why.to_string()),
             note: None,
+            elided: Elisions::default(),
         }
     }
 

@@ -502,6 +502,13 @@ impl CallTable {
                         if call.request_headers.is_none() {
                             call.request.encoding =
                                 Encoding::from_header(list.get("grpc-encoding"));
+                            if let Some((req, resp)) = list
+                                .get(":path")
+                                .and_then(crate::tfserving::Method::pruning)
+                            {
+                                call.request.prune(req);
+                                call.response.prune(resp);
+                            }
                             if list
                                 .get("content-type")
                                 .is_some_and(|ct| !ct.starts_with("application/grpc"))

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::{decode_request, decode_response, Decoded, Method, TensorSummary};
+use super::{decode_request_kept, decode_response_kept, Decoded, Method, TensorSummary};
 use crate::diagnose::Diagnosis;
 use crate::grpc::{code_name, Call, Ending};
 use crate::http2::frame::error_name;
@@ -209,7 +209,9 @@ impl Exchange {
             && call.request_headers.is_some();
         if let Some(m) = method {
             match call.request.messages.first() {
-                Some(msg) if msg.complete => decode_request(m, msg.data.clone(), &mut d),
+                Some(msg) if msg.complete => {
+                    decode_request_kept(m, msg.data.clone(), &msg.elided, &mut d)
+                }
                 Some(msg) => {
                     notes.push(format!(
                         "request message incomplete: {}",
@@ -218,10 +220,10 @@ impl Exchange {
                     if !msg.data.is_empty() {
                         notes.push(format!(
                             "request decoded from its first {} of {} bytes",
-                            msg.data.len(),
+                            msg.seen_len(),
                             msg.wire_len
                         ));
-                        super::decode_request_prefix(m, &msg.data, &mut d);
+                        super::decode_request_prefix_kept(m, &msg.data, &msg.elided, &mut d);
                     }
                 }
                 None if call.request_ended || call.request_headers.is_some() => {
@@ -231,7 +233,9 @@ impl Exchange {
                 None => complete = false,
             }
             match call.response.messages.first() {
-                Some(msg) if msg.complete => decode_response(m, msg.data.clone(), &mut d),
+                Some(msg) if msg.complete => {
+                    decode_response_kept(m, msg.data.clone(), &msg.elided, &mut d)
+                }
                 Some(msg) => {
                     notes.push(format!(
                         "response message incomplete: {}",

@@ -13,7 +13,9 @@ use prost::Message as _;
 
 pub use exchange::{Exchange, Status, Transport};
 pub use signature::{Signature, SignatureMap, TensorSpec};
-pub use tensor::{summarize, TensorSummary, ValueEncoding};
+pub use tensor::{summarize, Kept, TensorSummary, ValueEncoding};
+
+use crate::grpc::message::{Elision, Pruning};
 
 /// Types generated from `proto/` by build.rs.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -83,6 +85,15 @@ impl Method {
         Some(m)
     }
 
+    /// How the request and response messages of a call to `path` may be
+    /// kept: Predict's tensors are summarised from their field prefixes, so
+    /// their values need not be kept.
+    pub fn pruning(path: &str) -> Option<(Pruning, Pruning)> {
+        // What `from_path` maps to Predict, compared without splitting.
+        (path == "/tensorflow.serving.PredictionService/Predict")
+            .then_some((tensor::PREDICT_REQUEST, tensor::PREDICT_RESPONSE))
+    }
+
     /// Methods whose model_spec names a signature (empty = serving_default).
     fn uses_signature(self) -> bool {
         matches!(self, Method::Predict | Method::Classify | Method::Regress)
@@ -142,8 +153,11 @@ fn resolved(d: &mut Decoded, spec: Option<&tfs::ModelSpec>) {
     }
 }
 
-fn tensors(map: impl IntoIterator<Item = (String, Bytes)>) -> Vec<TensorSummary> {
-    let mut v: Vec<TensorSummary> = map.into_iter().map(|(k, b)| summarize(&k, &b)).collect();
+fn tensors(map: impl IntoIterator<Item = (String, Bytes)>, kept: Kept<'_>) -> Vec<TensorSummary> {
+    let mut v: Vec<TensorSummary> = map
+        .into_iter()
+        .map(|(k, b)| tensor::summarize_kept(&k, &b, false, kept))
+        .collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));
     v
 }
@@ -171,6 +185,12 @@ fn undecodable(what: &str, data: &[u8], err: &prost::DecodeError) -> String {
 
 /// Decodes the request message of `method`.
 pub fn decode_request(method: Method, data: Bytes, d: &mut Decoded) {
+    decode_request_kept(method, data, &[], d);
+}
+
+/// [`decode_request`] of a kept message with payloads left out.
+pub fn decode_request_kept(method: Method, data: Bytes, elided: &[Elision], d: &mut Decoded) {
+    let kept = Kept::new(&data, elided);
     macro_rules! decode {
         ($t:ty) => {
             match <$t>::decode(data.clone()) {
@@ -186,7 +206,7 @@ pub fn decode_request(method: Method, data: Bytes, d: &mut Decoded) {
         Method::Predict => {
             let m = decode!(pb::tfwire::views::PredictRequestView);
             spec_fields(d, m.model_spec.as_ref(), method);
-            d.inputs = tensors(m.inputs);
+            d.inputs = tensors(m.inputs, kept);
             d.output_filter = m.output_filter;
         }
         Method::Classify => {
@@ -237,7 +257,18 @@ pub fn decode_request(method: Method, data: Bytes, d: &mut Decoded) {
 /// stream was reset before the client sent all of it): Predict only, since
 /// its model_spec and tensor headers come first on the wire.
 pub fn decode_request_prefix(method: Method, data: &[u8], d: &mut Decoded) {
+    decode_request_prefix_kept(method, data, &[], d);
+}
+
+/// [`decode_request_prefix`] of a kept message with payloads left out.
+pub fn decode_request_prefix_kept(
+    method: Method,
+    data: &[u8],
+    elided: &[Elision],
+    d: &mut Decoded,
+) {
     use tensor::{Field, Wire};
+    let kept = Kept::new(data, elided);
     if method != Method::Predict {
         return;
     }
@@ -263,12 +294,20 @@ pub fn decode_request_prefix(method: Method, data: &[u8], d: &mut Decoded) {
                         (1, Field::Bytes(k)) => {
                             name = Some(String::from_utf8_lossy(k).into_owned())
                         }
-                        (2, Field::Bytes(v)) => {
-                            d.inputs.push(summarize(name.as_deref().unwrap_or(""), v))
+                        (2, Field::Bytes(v)) => d.inputs.push(tensor::summarize_kept(
+                            name.as_deref().unwrap_or(""),
+                            v,
+                            false,
+                            kept,
+                        )),
+                        (2, Field::Truncated { available, .. }) => {
+                            d.inputs.push(tensor::summarize_kept(
+                                name.as_deref().unwrap_or(""),
+                                available,
+                                true,
+                                kept,
+                            ))
                         }
-                        (2, Field::Truncated { available, .. }) => d.inputs.push(
-                            tensor::summarize_prefix(name.as_deref().unwrap_or(""), available),
-                        ),
                         _ => {}
                     }
                 }
@@ -462,6 +501,12 @@ pub fn code_for_message(message: &str) -> Option<u32> {
 
 /// Decodes the response message of `method`.
 pub fn decode_response(method: Method, data: Bytes, d: &mut Decoded) {
+    decode_response_kept(method, data, &[], d);
+}
+
+/// [`decode_response`] of a kept message with payloads left out.
+pub fn decode_response_kept(method: Method, data: Bytes, elided: &[Elision], d: &mut Decoded) {
+    let kept = Kept::new(&data, elided);
     macro_rules! decode {
         ($t:ty) => {
             match <$t>::decode(data.clone()) {
@@ -477,7 +522,7 @@ pub fn decode_response(method: Method, data: Bytes, d: &mut Decoded) {
         Method::Predict => {
             let m = decode!(pb::tfwire::views::PredictResponseView);
             resolved(d, m.model_spec.as_ref());
-            d.outputs = tensors(m.outputs);
+            d.outputs = tensors(m.outputs, kept);
         }
         Method::Classify => {
             let m = decode!(tfs::ClassificationResponse);
@@ -543,6 +588,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pruning_is_for_predict_only() {
+        for path in [
+            "/tensorflow.serving.PredictionService/Predict",
+            "/tensorflow.serving.PredictionService/Classify",
+            "/tensorflow.serving.PredictionService/Predict/",
+            "tensorflow.serving.PredictionService/Predict",
+        ] {
+            assert_eq!(
+                Method::pruning(path).is_some(),
+                Method::from_path(path) == Some(Method::Predict),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
     fn paths() {
         assert_eq!(
             Method::from_path("/tensorflow.serving.PredictionService/Predict"),
@@ -598,6 +659,380 @@ mod tests {
         assert_eq!(d.inputs[0].shape, Some(vec![1, 3]));
         assert_eq!(d.inputs[0].values, Some(3));
         assert_eq!(d.inputs[0].fields, vec!["double_val"]);
+    }
+
+    /// Pruned messages (gRPC layer, see `grpc::message::Pruning`) must
+    /// decode exactly as the whole messages do, however the bytes arrive.
+    mod pruned {
+        use super::*;
+        use crate::grpc::message::{Deframer, Encoding, Limits, Message};
+        use pb::tensorflow::{tensor_shape_proto::Dim, TensorProto, TensorShapeProto};
+
+        fn tensor(dtype: i32, dims: &[i64]) -> TensorProto {
+            TensorProto {
+                dtype,
+                tensor_shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&size| Dim {
+                            size,
+                            name: String::new(),
+                        })
+                        .collect(),
+                    unknown_rank: false,
+                }),
+                ..Default::default()
+            }
+        }
+
+        /// A request with every kind of payload the pruning leaves out.
+        fn request() -> Vec<u8> {
+            let mut req = tfs::PredictRequest {
+                model_spec: Some(tfs::ModelSpec {
+                    name: "big".into(),
+                    version_choice: Some(tfs::model_spec::VersionChoice::Version(3)),
+                    signature_name: "sig".into(),
+                }),
+                output_filter: vec!["out".into()],
+                ..Default::default()
+            };
+            let mut content = tensor(1, &[2, 50]);
+            content.tensor_content = (0..400u32)
+                .map(|i| (i * 37 % 251) as u8)
+                .collect::<Vec<u8>>()
+                .into();
+            req.inputs.insert("content".into(), content);
+            let mut floats = tensor(1, &[3, 10]);
+            floats.float_val = (0..30).map(|i| i as f32 * 0.5).collect();
+            req.inputs.insert("floats".into(), floats);
+            let mut ints = tensor(3, &[40]);
+            ints.int_val = (0..40).map(|i| i * 1000 - 7).collect();
+            req.inputs.insert("ints".into(), ints);
+            let mut strings = tensor(7, &[3]);
+            strings.tensor_content = vec![2, 0, 3, b'a', b'b', b'x', b'y', b'z'].into();
+            req.inputs.insert("strings".into(), strings);
+            let mut zeros = tensor(7, &[200]);
+            zeros.tensor_content = vec![0; 200].into();
+            req.inputs.insert("zero_strings".into(), zeros);
+            let mut bad = tensor(7, &[2]);
+            bad.tensor_content = vec![5, 1, b'a'].into();
+            req.inputs.insert("bad_strings".into(), bad);
+            let mut items = tensor(7, &[2]);
+            items.string_val = vec![vec![b'q'; 90].into(), b"r".to_vec().into()];
+            req.inputs.insert("items".into(), items);
+            let mut short = tensor(2, &[5]);
+            short.tensor_content = vec![0; 24].into();
+            req.inputs.insert("short".into(), short);
+            req.encode_to_vec()
+        }
+
+        fn framed(flag: u8, payload: &[u8]) -> Vec<u8> {
+            let mut v = vec![flag];
+            v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            v.extend_from_slice(payload);
+            v
+        }
+
+        /// Deframes `wire` fed in `chunk`-byte pieces, losing `loss`
+        /// (offset, length) and stopping after `cut` bytes.
+        fn deframe(
+            wire: &[u8],
+            prune: Option<Pruning>,
+            chunk: usize,
+            loss: Option<(usize, usize)>,
+            cut: usize,
+        ) -> Message {
+            let mut d = Deframer::new(Limits::default());
+            if let Some(p) = prune {
+                // Pruned whatever their size, to test small messages.
+                d.prune(Pruning { min_len: 0, ..p });
+            }
+            d.encoding = Encoding::Gzip;
+            let wire = &wire[..cut.min(wire.len())];
+            let (lost_at, lost_len) = loss.unwrap_or((wire.len(), 0));
+            let mut pos = 0;
+            while pos < wire.len() {
+                if pos == lost_at {
+                    let n = lost_len.min(wire.len() - pos);
+                    d.lost(n as u64);
+                    pos += n;
+                    continue;
+                }
+                let end = (pos + chunk).min(wire.len());
+                let end = if pos < lost_at { end.min(lost_at) } else { end };
+                d.push(&wire[pos..end]);
+                pos = end;
+            }
+            d.finish();
+            d.messages.remove(0)
+        }
+
+        /// What the exchange takes from a request (or response) message.
+        fn decoded(m: &Message, response: bool) -> String {
+            let mut d = Decoded::default();
+            if response {
+                decode_response_kept(Method::Predict, m.data.clone(), &m.elided, &mut d);
+            } else if m.complete {
+                decode_request_kept(Method::Predict, m.data.clone(), &m.elided, &mut d);
+            } else {
+                decode_request_prefix_kept(Method::Predict, &m.data, &m.elided, &mut d);
+            }
+            format!("{} {} {:?} {:?}", m.complete, m.seen_len(), m.problem, d)
+        }
+
+        fn same(wire: &[u8], chunk: usize, loss: Option<(usize, usize)>, cut: usize) -> Message {
+            same_as(wire, tensor::PREDICT_REQUEST, chunk, loss, cut)
+        }
+
+        fn same_as(
+            wire: &[u8],
+            pruning: Pruning,
+            chunk: usize,
+            loss: Option<(usize, usize)>,
+            cut: usize,
+        ) -> Message {
+            let response = pruning.map == tensor::PREDICT_RESPONSE.map;
+            let whole = deframe(wire, None, chunk, loss, cut);
+            let pruned = deframe(wire, Some(pruning), chunk, loss, cut);
+            assert!(whole.elided.is_empty());
+            assert_eq!(
+                decoded(&pruned, response),
+                decoded(&whole, response),
+                "chunk {chunk} loss {loss:?} cut {cut}"
+            );
+            pruned
+        }
+
+        #[test]
+        fn responses_decode_as_whole() {
+            let mut resp = tfs::PredictResponse {
+                model_spec: Some(tfs::ModelSpec {
+                    name: "big".into(),
+                    version_choice: Some(tfs::model_spec::VersionChoice::Version(3)),
+                    signature_name: String::new(),
+                }),
+                ..Default::default()
+            };
+            let mut scores = tensor(1, &[4, 25]);
+            scores.float_val = vec![0.25; 100];
+            resp.outputs.insert("scores".into(), scores);
+            let mut ids = tensor(9, &[100]);
+            ids.tensor_content = vec![1; 800].into();
+            resp.outputs.insert("ids".into(), ids);
+            let body = resp.encode_to_vec();
+            let wire = framed(0, &body);
+            for chunk in 1..wire.len() {
+                let m = same_as(&wire, tensor::PREDICT_RESPONSE, chunk, None, usize::MAX);
+                assert!(m.data.len() < 100);
+            }
+            let m = same_as(&wire, tensor::PREDICT_RESPONSE, 9, None, usize::MAX);
+            let mut d = Decoded::default();
+            decode_response_kept(Method::Predict, m.data.clone(), &m.elided, &mut d);
+            let values: Vec<_> = d.outputs.iter().map(|t| (t.values, t.bytes)).collect();
+            assert_eq!(values, vec![(Some(100), 811), (Some(100), 415)]);
+            assert_eq!(d.resolved_version, Some(3));
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            for _ in 0..2000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut b = body.clone();
+                let i = (x % b.len() as u64) as usize;
+                b[i] = (x >> 32) as u8;
+                same_as(
+                    &framed(0, &b),
+                    tensor::PREDICT_RESPONSE,
+                    1 + (x >> 40) as usize % 64,
+                    None,
+                    usize::MAX,
+                );
+            }
+        }
+
+        #[test]
+        fn decodes_as_whole_at_every_split() {
+            let wire = framed(0, &request());
+            for chunk in 1..wire.len() {
+                let m = same(&wire, chunk, None, usize::MAX);
+                assert!(m.complete && m.data.len() < wire.len() / 2);
+                assert_eq!(m.seen_len(), wire.len() as u64 - 5);
+            }
+            let m = same(&wire, 7, None, usize::MAX);
+            let mut d = Decoded::default();
+            decode_request_kept(Method::Predict, m.data.clone(), &m.elided, &mut d);
+            let by_name = |n: &str| {
+                let t = d.inputs.iter().find(|t| t.name == n).expect("input");
+                (t.values, t.encoding, t.problems.len())
+            };
+            assert_eq!(d.model.as_deref(), Some("big"));
+            assert_eq!(d.output_filter, vec!["out"]);
+            assert_eq!(
+                by_name("content"),
+                (Some(100), ValueEncoding::TensorContent, 0)
+            );
+            assert_eq!(by_name("floats"), (Some(30), ValueEncoding::Typed, 0));
+            assert_eq!(by_name("ints"), (Some(40), ValueEncoding::Typed, 0));
+            assert_eq!(
+                by_name("strings"),
+                (Some(3), ValueEncoding::TensorContent, 0)
+            );
+            assert_eq!(
+                by_name("zero_strings"),
+                (Some(200), ValueEncoding::TensorContent, 0)
+            );
+            assert_eq!(
+                by_name("bad_strings"),
+                (None, ValueEncoding::TensorContent, 1)
+            );
+            assert_eq!(by_name("items"), (Some(2), ValueEncoding::Typed, 0));
+            assert_eq!(by_name("short").2, 1);
+            let content = d.inputs.iter().find(|t| t.name == "content");
+            assert!(content.is_some_and(|t| t.bytes > 400));
+        }
+
+        #[test]
+        fn cut_short_and_lost_bytes_decode_as_whole() {
+            let wire = framed(0, &request());
+            for cut in 5..wire.len() {
+                let m = same(&wire, 13, None, cut);
+                assert!(!m.complete);
+            }
+            for at in (5..wire.len()).step_by(3) {
+                for len in [1, 4, 40, 300] {
+                    same(&wire, 64, Some((at, len)), usize::MAX);
+                }
+            }
+        }
+
+        #[test]
+        fn mutated_messages_decode_as_whole() {
+            let body = request();
+            let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+            let mut rand = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let runs: usize = std::env::var("TFWIRE_MUTATIONS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3000);
+            for _ in 0..runs {
+                let mut b = body.clone();
+                for _ in 0..1 + rand() % 3 {
+                    let i = (rand() % b.len() as u64) as usize;
+                    match rand() % 4 {
+                        0 => b.insert(i, rand() as u8),
+                        1 => {
+                            b.remove(i);
+                        }
+                        _ => b[i] = rand() as u8,
+                    }
+                }
+                let wire = framed(0, &b);
+                let chunk = 1 + (rand() % 50) as usize;
+                let cut = if rand() % 4 == 0 {
+                    5 + (rand() % (wire.len() as u64 - 5)) as usize
+                } else {
+                    usize::MAX
+                };
+                same(&wire, chunk, None, cut);
+            }
+        }
+
+        #[test]
+        fn compressed_messages_are_pruned_as_they_decompress() {
+            use std::io::Write;
+            let body = request();
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(&body).expect("gz");
+            let gz = gz.finish().expect("gz");
+            let wire = framed(1, &gz);
+            let m = same(&wire, 100, None, usize::MAX);
+            assert!(m.complete && m.data.len() < body.len() / 2);
+            assert_eq!(m.seen_len(), body.len() as u64);
+            // Cut short: the compressed bytes are kept as they came.
+            let m = same(&wire, 100, None, wire.len() - 10);
+            assert!(!m.complete && m.elided.is_empty());
+            // Corrupt: fails the same way.
+            let mut bad = gz.clone();
+            let mid = bad.len() / 2;
+            bad[mid] ^= 0x55;
+            let m = same(&framed(1, &bad), 100, None, usize::MAX);
+            assert!(!m.complete);
+            // Mutated protobuf inside the compression.
+            let mut x: u64 = 0x1234_5678_9abc_def1;
+            for _ in 0..300 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut b = body.clone();
+                let i = (x % b.len() as u64) as usize;
+                b[i] = (x >> 32) as u8;
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(&b).expect("gz");
+                same(
+                    &framed(1, &gz.finish().expect("gz")),
+                    4096,
+                    None,
+                    usize::MAX,
+                );
+            }
+        }
+
+        #[test]
+        fn json_like_messages_are_kept_whole() {
+            let body = request();
+            // Starts like JSON: the "is JSON text" hint reads every byte.
+            let mut json = b" [".to_vec();
+            json.extend_from_slice(&body);
+            let m = same(&framed(0, &json), 100, None, usize::MAX);
+            assert!(m.elided.is_empty());
+        }
+
+        #[test]
+        fn only_large_messages_are_pruned() {
+            let small = framed(0, &request());
+            let mut d = Deframer::new(Limits::default());
+            d.prune(tensor::PREDICT_REQUEST);
+            d.push(&small);
+            assert!(d.messages[0].elided.is_empty());
+
+            let mut req = tfs::PredictRequest::default();
+            let mut t = tensor(1, &[256, 256]);
+            t.tensor_content = vec![7; 256 * 256 * 4].into();
+            req.inputs.insert("image".into(), t);
+            let body = req.encode_to_vec();
+            let wire = framed(0, &body);
+            let mut d = Deframer::new(Limits::default());
+            d.prune(tensor::PREDICT_REQUEST);
+            for chunk in wire.chunks(16384) {
+                d.push(chunk);
+            }
+            let m = &d.messages[0];
+            assert!(m.complete && m.data.len() < 64);
+            assert_eq!(m.elided.len(), 1);
+            let mut got = Decoded::default();
+            decode_request_kept(Method::Predict, m.data.clone(), &m.elided, &mut got);
+            let mut want = Decoded::default();
+            decode_request(Method::Predict, Bytes::from(body), &mut want);
+            assert_eq!(format!("{got:?}"), format!("{want:?}"));
+            assert_eq!(got.inputs[0].values, Some(256 * 256));
+        }
+
+        #[test]
+        fn messages_over_the_limit_are_not_kept() {
+            let body = request();
+            let mut d = Deframer::new(Limits {
+                max_message: 100,
+                ..Limits::default()
+            });
+            d.prune(tensor::PREDICT_REQUEST);
+            d.push(&framed(0, &body));
+            assert!(!d.messages[0].complete && d.messages[0].data.is_empty());
+            assert_eq!(d.messages[0].seen_len(), 0);
+        }
     }
 
     #[test]

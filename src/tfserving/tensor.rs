@@ -6,6 +6,64 @@
 use serde::Serialize;
 
 use super::dtype;
+use crate::grpc::message::{elision_at, removed_within, Elision, Leaf, Pruning};
+
+/// Predict messages as kept by the gRPC layer: the payloads of the value
+/// fields of every TensorProto in the tensor map are measured, not kept.
+pub const PREDICT_REQUEST: Pruning = Pruning {
+    // PredictRequest.inputs, PredictRequest.model_spec
+    map: 2,
+    spec: 1,
+    leaf: tensor_leaf,
+    min_len: PRUNE_FROM,
+};
+
+pub const PREDICT_RESPONSE: Pruning = Pruning {
+    // PredictResponse.outputs, PredictResponse.model_spec
+    map: 1,
+    spec: 2,
+    leaf: tensor_leaf,
+    min_len: PRUNE_FROM,
+};
+
+/// Predict messages from this size on (on the wire) are pruned: the large
+/// tensors whose copies cost page faults and memory bandwidth. Smaller ones
+/// are cheaper to copy than to walk.
+const PRUNE_FROM: u32 = 64 << 10;
+
+/// TensorProto fields whose payloads [`summarize`] only measures.
+fn tensor_leaf(num: u32) -> Option<Leaf> {
+    match num {
+        4 => Some(Leaf::StringContent),
+        _ => match typed_field(num)?.1 {
+            Packing::Varint => Some(Leaf::Varints),
+            Packing::Fixed32 | Packing::Fixed64 | Packing::PerItem | Packing::PerByte => {
+                Some(Leaf::Opaque)
+            }
+        },
+    }
+}
+
+/// A kept message and the payloads left out of it, for reading the
+/// TensorProtos it holds as if they were whole.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Kept<'a> {
+    pub message: &'a [u8],
+    pub elided: &'a [Elision],
+}
+
+impl<'a> Kept<'a> {
+    pub fn new(message: &'a [u8], elided: &'a [Elision]) -> Self {
+        Kept { message, elided }
+    }
+
+    fn hole(&self, payload: &[u8]) -> Option<&'a Elision> {
+        if self.elided.is_empty() {
+            return None;
+        }
+        elision_at(self.message, self.elided, payload)
+    }
+}
 
 /// How a tensor's values were encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -224,21 +282,29 @@ fn typed_field(num: u32) -> Option<(&'static str, Packing)> {
 
 /// Summarises one serialized TensorProto.
 pub fn summarize(name: &str, bytes: &[u8]) -> TensorSummary {
-    summarize_impl(name, bytes, false)
+    summarize_impl(name, bytes, false, Kept::default())
 }
 
 /// Summarises the first bytes of a TensorProto whose end was never sent
 /// (a stream reset mid-message): lengths come from the field prefixes.
 pub fn summarize_prefix(name: &str, bytes: &[u8]) -> TensorSummary {
-    summarize_impl(name, bytes, true)
+    summarize_impl(name, bytes, true, Kept::default())
 }
 
-fn summarize_impl(name: &str, bytes: &[u8], partial: bool) -> TensorSummary {
+/// [`summarize`] or [`summarize_prefix`] of a TensorProto inside a kept
+/// message whose payloads may have been left out.
+pub fn summarize_kept(name: &str, bytes: &[u8], partial: bool, kept: Kept<'_>) -> TensorSummary {
+    summarize_impl(name, bytes, partial, kept)
+}
+
+fn summarize_impl(name: &str, bytes: &[u8], partial: bool, kept: Kept<'_>) -> TensorSummary {
     let mut dtype_code: i32 = 0;
     let mut shape: Option<Vec<i64>> = None;
     let mut unknown_rank = false;
     let mut content_len: Option<usize> = None;
     let mut content: &[u8] = &[];
+    // Left-out content: what the string check found over it.
+    let mut content_strings: Option<Option<u64>> = None;
     let mut typed: u64 = 0;
     let mut fields: Vec<&'static str> = Vec::new();
     let mut problems = Vec::new();
@@ -261,17 +327,24 @@ fn summarize_impl(name: &str, bytes: &[u8], partial: bool) -> TensorSummary {
                 Some((dims, unk)) => {
                     // Repeated occurrences of a message field merge (dims
                     // append), up to the same cap as one shape.
-                    let kept = shape.get_or_insert_with(Vec::new);
-                    let room = MAX_DIMS_KEPT.saturating_sub(kept.len());
-                    kept.extend(dims.into_iter().take(room));
+                    match &mut shape {
+                        // parse_shape keeps at most MAX_DIMS_KEPT already.
+                        None => shape = Some(dims),
+                        Some(kept) => {
+                            let room = MAX_DIMS_KEPT.saturating_sub(kept.len());
+                            kept.extend(dims.into_iter().take(room));
+                        }
+                    }
                     unknown_rank |= unk;
                 }
                 None => malformed = true,
             },
             (4, Field::Bytes(b)) => {
                 // A repeated `bytes` scalar: the last occurrence wins.
-                content_len = Some(b.len());
+                let hole = kept.hole(b);
+                content_len = Some(b.len() + hole.map_or(0, |e| e.removed as usize));
                 content = b;
+                content_strings = hole.map(|e| e.strings);
             }
             (
                 4,
@@ -280,20 +353,28 @@ fn summarize_impl(name: &str, bytes: &[u8], partial: bool) -> TensorSummary {
                     available,
                 },
             ) => {
-                content_len = usize::try_from(declared).ok();
+                let removed = kept.hole(available).map_or(0, |e| e.removed);
+                content_len = usize::try_from(declared.saturating_add(removed)).ok();
                 content = available;
+                content_strings = None;
                 truncated = true;
             }
             (_, Field::Truncated { .. }) => truncated = true,
             (num, field) => {
                 if let Some((fname, packing)) = typed_field(num) {
+                    let hole = match field {
+                        Field::Bytes(b) => kept.hole(b),
+                        _ => None,
+                    };
+                    let len = |b: &[u8]| b.len() as u64 + hole.map_or(0, |e| e.removed);
                     let n = match (packing, field) {
-                        (Packing::Fixed32, Field::Bytes(b)) => (b.len() / 4) as u64,
-                        (Packing::Fixed64, Field::Bytes(b)) => (b.len() / 8) as u64,
+                        (Packing::Fixed32, Field::Bytes(b)) => len(b) / 4,
+                        (Packing::Fixed64, Field::Bytes(b)) => len(b) / 8,
                         (Packing::Varint, Field::Bytes(b)) => {
                             b.iter().filter(|&&x| x & 0x80 == 0).count() as u64
+                                + hole.map_or(0, |e| e.varint_ends)
                         }
-                        (Packing::PerByte, Field::Bytes(b)) => b.len() as u64,
+                        (Packing::PerByte, Field::Bytes(b)) => len(b),
                         (Packing::PerItem, Field::Bytes(_)) => 1,
                         (Packing::Fixed32, Field::Fixed32)
                         | (Packing::Fixed64, Field::Fixed64)
@@ -323,7 +404,7 @@ fn summarize_impl(name: &str, bytes: &[u8], partial: bool) -> TensorSummary {
     } else if dt.is_none() {
         problems.push(format!("unknown dtype enum ({dtype_code})"));
     }
-    let shape_out = if unknown_rank { None } else { shape.clone() };
+    let shape_out = if unknown_rank { None } else { shape };
     if let Some(dims) = &shape_out {
         if let Some(d) = dims.iter().find(|&&d| d < 0) {
             problems.push(format!(
@@ -346,10 +427,11 @@ fn summarize_impl(name: &str, bytes: &[u8], partial: bool) -> TensorSummary {
             let values = if dtype_code == dtype::DT_STRING && truncated {
                 elements
             } else if dtype_code == dtype::DT_STRING {
-                match (
-                    elements,
-                    elements.and_then(|n| string_content_ok(content, n)),
-                ) {
+                let ok = |n: u64| match content_strings {
+                    Some(matched) => Some(matched == Some(n)),
+                    None => string_content_ok(content, n),
+                };
+                match (elements, elements.and_then(ok)) {
                     (Some(n), Some(true)) => Some(n),
                     (Some(_), _) => {
                         problems.push(
@@ -396,7 +478,7 @@ fn summarize_impl(name: &str, bytes: &[u8], partial: bool) -> TensorSummary {
         values,
         encoding,
         fields,
-        bytes: bytes.len() as u64,
+        bytes: bytes.len() as u64 + removed_within(kept.message, kept.elided, bytes),
         problems,
         json: None,
     }
