@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use serde::Serialize;
 
 use crate::capture::Packet;
@@ -309,7 +311,9 @@ impl<S: ExchangeSink> Out<S> {
 
 struct State<S> {
     config: Config,
-    conns: HashMap<u64, Conn>,
+    /// Keyed by connection index; foldhash with a per-process seed (the
+    /// indices are ours, but a fast hash matters on every delivery).
+    conns: HashMap<u64, Conn, RandomState>,
     out: Out<S>,
 }
 
@@ -329,7 +333,7 @@ impl<S: ExchangeSink> Analyzer<S> {
             flows: FlowTable::new(ports, config.flow),
             state: State {
                 config,
-                conns: HashMap::new(),
+                conns: HashMap::default(),
                 out: Out {
                     next: 1,
                     sink,

@@ -63,6 +63,8 @@ pub struct MappedCapture {
     map: Mmap,
     pos: usize,
     released: usize,
+    /// Page tables are filled ahead of the reader up to here.
+    populated: usize,
     format: Format,
 }
 
@@ -111,6 +113,7 @@ impl MappedCapture {
             map,
             pos: 0,
             released: 0,
+            populated: 0,
             format,
         })
     }
@@ -156,6 +159,12 @@ impl MappedCapture {
                 if len > max_block {
                     Next::Cut(CutReason::TooLarge)
                 } else {
+                    // Only headers are read of most packets, so the hardware
+                    // prefetcher sees no stream: ask for the record after
+                    // next, guessing it is as long as this one.
+                    if let Some(ahead) = data.get(2 * len..2 * len + 1) {
+                        prefetch(ahead.as_ptr());
+                    }
                     Next::Block(block, len)
                 }
             }
@@ -167,9 +176,20 @@ impl MappedCapture {
         }
     }
 
-    /// Moves past `n` bytes; walked pages are released now and then.
+    /// Moves past `n` bytes; walked pages are released now and then, and
+    /// the page tables of the next stretch filled in one call rather than
+    /// one fault per few pages.
     pub fn consume(&mut self, n: usize) {
         self.pos = (self.pos + n).min(self.map.len());
+        if self.pos + RELEASE_STEP > self.populated && self.populated < self.map.len() {
+            let len = RELEASE_STEP.min(self.map.len() - self.populated);
+            // Linux 5.14+; elsewhere (or on error) pages fault in as read.
+            #[cfg(target_os = "linux")]
+            let _ = self
+                .map
+                .advise_range(Advice::PopulateRead, self.populated, len);
+            self.populated += len;
+        }
         if self.pos - self.released >= RELEASE_STEP {
             let page = page_size();
             let upto = self.pos / page * page;
@@ -189,6 +209,17 @@ impl MappedCapture {
             }
         }
     }
+}
+
+#[inline]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 fn page_size() -> usize {
