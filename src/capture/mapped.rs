@@ -26,6 +26,8 @@ use pcap_parser::pcap::{
 use pcap_parser::pcapng::{parse_block_be, parse_block_le, parse_sectionheaderblock, Block};
 use pcap_parser::{PcapBlockOwned, PcapError};
 
+/// How far ahead of the reader the file is prefetched into the CPU cache.
+const PREFETCH_AHEAD: usize = 8 << 10;
 /// Walked bytes are released from the process in steps of this size.
 const RELEASE_STEP: usize = 4 << 20;
 
@@ -63,8 +65,8 @@ pub struct MappedCapture {
     map: Mmap,
     pos: usize,
     released: usize,
-    /// Page tables are filled ahead of the reader up to here.
-    populated: usize,
+    /// Bytes asked into the CPU cache up to here.
+    prefetched: usize,
     format: Format,
 }
 
@@ -113,7 +115,7 @@ impl MappedCapture {
             map,
             pos: 0,
             released: 0,
-            populated: 0,
+            prefetched: 0,
             format,
         })
     }
@@ -159,12 +161,6 @@ impl MappedCapture {
                 if len > max_block {
                     Next::Cut(CutReason::TooLarge)
                 } else {
-                    // Only headers are read of most packets, so the hardware
-                    // prefetcher sees no stream: ask for the record after
-                    // next, guessing it is as long as this one.
-                    if let Some(ahead) = data.get(2 * len..2 * len + 1) {
-                        prefetch(ahead.as_ptr());
-                    }
                     Next::Block(block, len)
                 }
             }
@@ -176,19 +172,21 @@ impl MappedCapture {
         }
     }
 
-    /// Moves past `n` bytes; walked pages are released now and then, and
-    /// the page tables of the next stretch filled in one call rather than
-    /// one fault per few pages.
+    /// Moves past `n` bytes; walked pages are released now and then.
     pub fn consume(&mut self, n: usize) {
         self.pos = (self.pos + n).min(self.map.len());
-        if self.pos + RELEASE_STEP > self.populated && self.populated < self.map.len() {
-            let len = RELEASE_STEP.min(self.map.len() - self.populated);
-            // Linux 5.14+; elsewhere (or on error) pages fault in as read.
-            #[cfg(target_os = "linux")]
-            let _ = self
-                .map
-                .advise_range(Advice::PopulateRead, self.populated, len);
-            self.populated += len;
+        // Of most packets only the headers are read, a few bytes a record,
+        // which the hardware prefetcher does not see as a stream: every
+        // record header would wait on memory. Ask for the file a little
+        // ahead of the reader, line by line, as it moves.
+        let until = (self.pos + PREFETCH_AHEAD).min(self.map.len());
+        let from = self.prefetched.max(self.pos);
+        if until > from {
+            let base = self.map.as_ptr();
+            for at in (from..until).step_by(64) {
+                prefetch(base.wrapping_add(at));
+            }
+            self.prefetched = until;
         }
         if self.pos - self.released >= RELEASE_STEP {
             let page = page_size();
