@@ -99,9 +99,7 @@ pub struct CaptureReader<'r> {
     name: String,
     inner: Input<'r>,
     capacity: usize,
-    legacy: Option<Interface>,
-    interfaces: Vec<Interface>,
-    stats: CaptureStats,
+    blocks: Blocks,
     /// Bytes of the input consumed so far (for progress).
     consumed: u64,
 }
@@ -136,9 +134,7 @@ impl<'r> CaptureReader<'r> {
             name,
             inner,
             capacity: INITIAL_BUFFER,
-            legacy: None,
-            interfaces: Vec::new(),
-            stats: CaptureStats::default(),
+            blocks: Blocks::default(),
             consumed: 0,
         }
     }
@@ -169,7 +165,7 @@ impl<'r> CaptureReader<'r> {
     }
 
     pub fn stats(&self) -> &CaptureStats {
-        &self.stats
+        &self.blocks.stats
     }
 
     /// Bytes of input consumed so far.
@@ -196,7 +192,7 @@ impl<'r> CaptureReader<'r> {
                         mapped::Next::Block(b, len) => (b, len),
                         mapped::Next::End => break,
                         mapped::Next::Cut(why) => {
-                            self.stats.cut_short = Some(match why {
+                            self.blocks.stats.cut_short = Some(match why {
                                 mapped::CutReason::Truncated(left) => format!(
                                     "file ends inside a record ({left} trailing bytes ignored)"
                                 ),
@@ -213,15 +209,8 @@ impl<'r> CaptureReader<'r> {
                             break;
                         }
                     };
-                    if let Some(p) = packet_of(
-                        &mut self.legacy,
-                        &mut self.interfaces,
-                        &mut self.stats,
-                        block,
-                        frame,
-                    ) {
+                    if let Some(p) = self.blocks.packet(block, frame) {
                         frame += 1;
-                        count(&mut self.stats, &p);
                         on_packet(&p, self.consumed);
                     }
                     self.consumed += len as u64;
@@ -244,15 +233,8 @@ impl<'r> CaptureReader<'r> {
         loop {
             let offset = match inner.next() {
                 Ok((offset, block)) => {
-                    if let Some(p) = packet_of(
-                        &mut self.legacy,
-                        &mut self.interfaces,
-                        &mut self.stats,
-                        block,
-                        frame,
-                    ) {
+                    if let Some(p) = self.blocks.packet(block, frame) {
                         frame += 1;
-                        count(&mut self.stats, &p);
                         on_packet(&p, self.consumed);
                     }
                     offset
@@ -262,7 +244,7 @@ impl<'r> CaptureReader<'r> {
                     if inner.reader_exhausted() {
                         let left = inner.data().len();
                         if left > 0 {
-                            self.stats.cut_short = Some(format!(
+                            self.blocks.stats.cut_short = Some(format!(
                                 "file ends inside a record ({left} trailing bytes ignored)"
                             ));
                         }
@@ -271,7 +253,7 @@ impl<'r> CaptureReader<'r> {
                     // A block larger than the buffer: grow, otherwise read more.
                     if inner.position() == 0 && inner.data().len() >= self.capacity {
                         if self.capacity >= MAX_BLOCK || !inner.grow(self.capacity * 2) {
-                            self.stats.cut_short = Some(format!(
+                            self.blocks.stats.cut_short = Some(format!(
                                 "record larger than {} MiB; stopped reading",
                                 MAX_BLOCK >> 20
                             ));
@@ -280,21 +262,21 @@ impl<'r> CaptureReader<'r> {
                         self.capacity *= 2;
                     }
                     if inner.refill().is_err() {
-                        self.stats.cut_short = Some("read error".to_string());
+                        self.blocks.stats.cut_short = Some("read error".to_string());
                         break;
                     }
                     continue;
                 }
                 Err(PcapError::UnexpectedEof) => {
-                    self.stats.cut_short = Some("file ends inside a record".to_string());
+                    self.blocks.stats.cut_short = Some("file ends inside a record".to_string());
                     break;
                 }
                 Err(PcapError::ReadError) => {
-                    self.stats.cut_short = Some("read error".to_string());
+                    self.blocks.stats.cut_short = Some("read error".to_string());
                     break;
                 }
                 Err(e) => {
-                    self.stats.cut_short = Some(format!(
+                    self.blocks.stats.cut_short = Some(format!(
                         "corrupt record after byte {} ({}); stopped reading",
                         self.consumed,
                         describe(&e)
@@ -309,11 +291,32 @@ impl<'r> CaptureReader<'r> {
     }
 }
 
-fn count(stats: &mut CaptureStats, p: &Packet<'_>) {
-    stats.packets += 1;
-    stats.bytes += p.data.len() as u64;
-    if p.data.len() < p.orig_len as usize {
-        stats.truncated_packets += 1;
+/// What the blocks read so far say: the interfaces that describe packets,
+/// and the counts.
+#[derive(Default)]
+struct Blocks {
+    legacy: Option<Interface>,
+    interfaces: Vec<Interface>,
+    stats: CaptureStats,
+}
+
+impl Blocks {
+    /// The packet in `block`, if it holds one (counted).
+    fn packet<'b>(&mut self, block: PcapBlockOwned<'b>, frame: u64) -> Option<Packet<'b>> {
+        let p = packet_of(
+            &mut self.legacy,
+            &mut self.interfaces,
+            &mut self.stats,
+            block,
+            frame,
+        )?;
+        let stats = &mut self.stats;
+        stats.packets += 1;
+        stats.bytes += p.data.len() as u64;
+        if p.data.len() < p.orig_len as usize {
+            stats.truncated_packets += 1;
+        }
+        Some(p)
     }
 }
 

@@ -62,22 +62,7 @@ impl<W: Write> JsonLines<W> {
             self.failed = Some(e);
             return false;
         }
-        self.buf.push(b'\n');
-        if self.flush_each || self.buf.len() >= JSONL_BUFFER {
-            let r = self.out.write_all(&self.buf).and_then(|_| {
-                if self.flush_each {
-                    self.out.flush()
-                } else {
-                    Ok(())
-                }
-            });
-            self.buf.clear();
-            if let Err(e) = r {
-                self.failed = Some(e);
-                return false;
-            }
-        }
-        true
+        self.end_line()
     }
 
     /// Writes one line that `put` appends (without its newline).
@@ -86,6 +71,12 @@ impl<W: Write> JsonLines<W> {
             return false;
         }
         put(&mut self.buf);
+        self.end_line()
+    }
+
+    /// Ends the line in the buffer; writes the buffer out when it is full
+    /// (or after every line with `flush_each`).
+    fn end_line(&mut self) -> bool {
         self.buf.push(b'\n');
         if self.flush_each || self.buf.len() >= JSONL_BUFFER {
             let r = self.out.write_all(&self.buf).and_then(|_| {
