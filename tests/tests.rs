@@ -2,6 +2,7 @@
 
 mod support;
 
+mod alloc;
 mod bench_gen;
 mod cli;
 mod diagnose;
