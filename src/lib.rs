@@ -348,7 +348,7 @@ fn analyze_sharded<W: Write>(
     let mut net = net::NetStats::default();
     let mut protocols = pipeline::ProtoStats::default();
     for end in &ends {
-        pipeline::add_net(&mut net, &end.net);
+        net.add(&end.net);
         protocols.add(&end.protocols);
     }
     if let Some(lead) = ends.first() {

@@ -321,8 +321,6 @@ struct State<S> {
 pub struct Analyzer<S: ExchangeSink> {
     flows: FlowTable,
     state: State<S>,
-    /// Packets skipped before the flow table (see [`Analyzer::skipped`]).
-    skips: NetStats,
 }
 
 impl<S: ExchangeSink> Analyzer<S> {
@@ -341,7 +339,6 @@ impl<S: ExchangeSink> Analyzer<S> {
                     stats: ProtoStats::default(),
                 },
             },
-            skips: NetStats::default(),
         }
     }
 
@@ -361,13 +358,7 @@ impl<S: ExchangeSink> Analyzer<S> {
 
     /// Counts a packet that carries no TCP segment to analyse.
     pub fn skipped(&mut self, skip: Skip) {
-        let s = &mut self.skips;
-        match skip {
-            Skip::NotTcp => s.non_tcp_packets += 1,
-            Skip::Fragment => s.ip_fragments += 1,
-            Skip::Malformed => s.malformed_packets += 1,
-            Skip::UnsupportedLink => s.unsupported_link_packets += 1,
-        }
+        self.flows.skipped(skip);
     }
 
     /// True once the exchange sink asked to stop.
@@ -406,12 +397,7 @@ impl<S: ExchangeSink> Analyzer<S> {
     }
 
     pub fn net_stats(&self) -> NetStats {
-        let mut s = self.flows.stats();
-        s.non_tcp_packets += self.skips.non_tcp_packets;
-        s.ip_fragments += self.skips.ip_fragments;
-        s.malformed_packets += self.skips.malformed_packets;
-        s.unsupported_link_packets += self.skips.unsupported_link_packets;
-        s
+        self.flows.stats()
     }
 
     pub fn proto_stats(&self) -> ProtoStats {
@@ -475,42 +461,6 @@ impl ProtoStats {
         add_h2(&mut self.http2, http2);
         add_h1(&mut self.http1, http1);
     }
-}
-
-/// Adds another shard's network counts to `a`.
-pub fn add_net(a: &mut NetStats, b: &NetStats) {
-    let NetStats {
-        tcp_segments,
-        non_tcp_packets,
-        ip_fragments,
-        malformed_packets,
-        unsupported_link_packets,
-        connections,
-        snaplen_cut_segments,
-        snaplen_cut_bytes,
-        gaps,
-        gap_bytes,
-        retransmitted_bytes,
-        overlap_conflicts,
-        out_of_order_segments,
-        reassembly_limit_hits,
-        flows_evicted,
-    } = b;
-    a.tcp_segments += tcp_segments;
-    a.non_tcp_packets += non_tcp_packets;
-    a.ip_fragments += ip_fragments;
-    a.malformed_packets += malformed_packets;
-    a.unsupported_link_packets += unsupported_link_packets;
-    a.connections += connections;
-    a.snaplen_cut_segments += snaplen_cut_segments;
-    a.snaplen_cut_bytes += snaplen_cut_bytes;
-    a.gaps += gaps;
-    a.gap_bytes += gap_bytes;
-    a.retransmitted_bytes += retransmitted_bytes;
-    a.overlap_conflicts += overlap_conflicts;
-    a.out_of_order_segments += out_of_order_segments;
-    a.reassembly_limit_hits += reassembly_limit_hits;
-    a.flows_evicted += flows_evicted;
 }
 
 fn add_h2(a: &mut http2::Stats, b: &http2::Stats) {
@@ -817,12 +767,8 @@ impl<S: ExchangeSink> State<S> {
                     }
                 }
                 // gRPC sent to the REST port: say so on every call.
-                let problem = (kind == Some(Transport::Rest)).then(|| {
-                    format!(
-                        "HTTP/2 (gRPC) sent to port {}, TF Serving's REST port (HTTP/1.1 + JSON); gRPC goes to the gRPC port (default 8500)",
-                        info.server.port()
-                    )
-                });
+                let problem = (kind == Some(Transport::Rest))
+                    .then(|| wrong_port(Transport::Grpc, info.server.port()));
                 conn.data(dir, bytes, frame, ts_ns, &mut |ev| {
                     calls.event(ev, &mut |call| {
                         out.call(info, call, problem.as_deref().map(|p| (p, true)))
@@ -843,18 +789,26 @@ impl<S: ExchangeSink> State<S> {
                         return;
                     }
                 }
-                let problem = (kind == Some(Transport::Grpc)).then(|| {
-                    format!(
-                        "HTTP/1.1 request sent to port {}, TF Serving's gRPC port (HTTP/2); REST requests go to the REST port (default 8501, --rest_api_port)",
-                        info.server.port()
-                    )
-                });
+                let problem = (kind == Some(Transport::Grpc))
+                    .then(|| wrong_port(Transport::Rest, info.server.port()));
                 conn.data(dir, bytes, frame, ts_ns, &mut |ev| {
                     out.rest(info, ev, problem.as_deref().map(|p| (p, true)))
                 });
             }
             Proto::Undecided { .. } | Proto::Other => {}
         }
+    }
+}
+
+/// A client that speaks `sent` to the port of the other API.
+fn wrong_port(sent: Transport, port: u16) -> String {
+    match sent {
+        Transport::Grpc => format!(
+            "HTTP/2 (gRPC) sent to port {port}, TF Serving's REST port (HTTP/1.1 + JSON); gRPC goes to the gRPC port (default 8500)"
+        ),
+        Transport::Rest => format!(
+            "HTTP/1.1 request sent to port {port}, TF Serving's gRPC port (HTTP/2); REST requests go to the REST port (default 8501, --rest_api_port)"
+        ),
     }
 }
 
@@ -928,13 +882,7 @@ impl<S: ExchangeSink> FlowSink for State<S> {
                 add_h2(&mut out.stats.http2, &h2.stats());
                 out.stats.untracked_streams += calls.untracked_streams;
                 let problem = if kind == Some(Transport::Rest) {
-                    Some((
-                        format!(
-                            "HTTP/2 (gRPC) sent to port {}, TF Serving's REST port (HTTP/1.1 + JSON); gRPC goes to the gRPC port (default 8500)",
-                            info.server.port()
-                        ),
-                        true,
-                    ))
+                    Some((wrong_port(Transport::Grpc, info.server.port()), true))
                 } else {
                     silent.clone().map(|s| (s, false))
                 };
@@ -957,13 +905,7 @@ impl<S: ExchangeSink> FlowSink for State<S> {
             }
             Proto::Http1 { conn: h1, .. } => {
                 let problem = if kind == Some(Transport::Grpc) {
-                    Some((
-                        format!(
-                            "HTTP/1.1 request sent to port {}, TF Serving's gRPC port (HTTP/2); REST requests go to the REST port (default 8501, --rest_api_port)",
-                            info.server.port()
-                        ),
-                        true,
-                    ))
+                    Some((wrong_port(Transport::Rest, info.server.port()), true))
                 } else {
                     silent.map(|s| (s, false))
                 };

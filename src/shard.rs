@@ -357,9 +357,7 @@ impl Line {
     /// Appends the final line (no newline).
     pub fn write(&self, out: &mut Vec<u8>, id: u64, conn: u64, warnings: &[String]) {
         let t = &self.text;
-        let num = |out: &mut Vec<u8>, n: u64| {
-            let _ = std::io::Write::write_fmt(out, format_args!("{n}"));
-        };
+        use crate::report::json::int as num;
         out.extend_from_slice(&t[..self.id.0]);
         num(out, id);
         out.extend_from_slice(&t[self.id.1..self.conn.0]);

@@ -144,6 +144,44 @@ impl Flow {
     }
 }
 
+impl NetStats {
+    /// Adds another shard's counts.
+    pub fn add(&mut self, b: &NetStats) {
+        let NetStats {
+            tcp_segments,
+            non_tcp_packets,
+            ip_fragments,
+            malformed_packets,
+            unsupported_link_packets,
+            connections,
+            snaplen_cut_segments,
+            snaplen_cut_bytes,
+            gaps,
+            gap_bytes,
+            retransmitted_bytes,
+            overlap_conflicts,
+            out_of_order_segments,
+            reassembly_limit_hits,
+            flows_evicted,
+        } = b;
+        self.tcp_segments += tcp_segments;
+        self.non_tcp_packets += non_tcp_packets;
+        self.ip_fragments += ip_fragments;
+        self.malformed_packets += malformed_packets;
+        self.unsupported_link_packets += unsupported_link_packets;
+        self.connections += connections;
+        self.snaplen_cut_segments += snaplen_cut_segments;
+        self.snaplen_cut_bytes += snaplen_cut_bytes;
+        self.gaps += gaps;
+        self.gap_bytes += gap_bytes;
+        self.retransmitted_bytes += retransmitted_bytes;
+        self.overlap_conflicts += overlap_conflicts;
+        self.out_of_order_segments += out_of_order_segments;
+        self.reassembly_limit_hits += reassembly_limit_hits;
+        self.flows_evicted += flows_evicted;
+    }
+}
+
 /// Tracks TCP connections and reassembles both directions of each.
 pub struct FlowTable {
     /// Keyed with a per-process random seed: the addresses come from the capture.
@@ -183,10 +221,18 @@ impl FlowTable {
     pub fn packet(&mut self, p: &Packet<'_>, sink: &mut impl FlowSink) {
         match tcp_segment(p.link, p.data) {
             Ok(seg) => self.segment(&seg, p.frame, p.ts_ns, sink),
-            Err(Skip::NotTcp) => self.stats.non_tcp_packets += 1,
-            Err(Skip::Fragment) => self.stats.ip_fragments += 1,
-            Err(Skip::Malformed) => self.stats.malformed_packets += 1,
-            Err(Skip::UnsupportedLink) => self.stats.unsupported_link_packets += 1,
+            Err(skip) => self.skipped(skip),
+        }
+    }
+
+    /// Counts a packet that carries no TCP segment to follow.
+    pub fn skipped(&mut self, skip: Skip) {
+        let s = &mut self.stats;
+        match skip {
+            Skip::NotTcp => s.non_tcp_packets += 1,
+            Skip::Fragment => s.ip_fragments += 1,
+            Skip::Malformed => s.malformed_packets += 1,
+            Skip::UnsupportedLink => s.unsupported_link_packets += 1,
         }
     }
 
