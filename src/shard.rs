@@ -795,6 +795,48 @@ mod tests {
         assert_eq!(shard_of_packet(LinkType(147), &cut, 4), None);
     }
 
+    /// A line written by a worker, finished by the merger, is the line the
+    /// merger would have written for the final exchange.
+    #[test]
+    fn spliced_lines_equal_lines_written_whole() {
+        use crate::report::json::write_exchange;
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/grpc_basic.pcapng");
+        let mut exchanges = Vec::new();
+        {
+            let mut analyzer = Analyzer::new(Config::default(), |ex: Exchange| {
+                exchanges.push(ex);
+                true
+            });
+            let mut r = CaptureReader::open(&path).expect("open");
+            r.for_each_packet(1, |p, _| analyzer.packet(p));
+            analyzer.finish();
+        }
+        let ok: Vec<&Exchange> = exchanges.iter().filter(|e| e.status.ok).collect();
+        assert!(ok.len() > 5);
+        for (i, ex) in ok.into_iter().enumerate() {
+            let mut text = Vec::new();
+            write_exchange(&mut text, ex);
+            let line = Line::mark(text).expect("a successful call's line has every mark");
+            let mut fin = ex.clone();
+            renumber(&mut fin, 1000 + i as u64, 70_000 + i as u64);
+            fin.warnings = (0..i % 3).map(|k| format!("warning \"{k}\"\n")).collect();
+            let (mut spliced, mut whole) = (Vec::new(), Vec::new());
+            line.write(&mut spliced, fin.id, fin.connection, &fin.warnings);
+            write_exchange(&mut whole, &fin);
+            assert_eq!(
+                String::from_utf8_lossy(&spliced),
+                String::from_utf8_lossy(&whole)
+            );
+
+            // A line that already has warnings is left to the merger.
+            let mut text = Vec::new();
+            fin.warnings = vec!["w".into()];
+            write_exchange(&mut text, &fin);
+            assert!(Line::mark(text).is_none());
+        }
+    }
+
     #[test]
     fn renumbering_rewrites_only_the_connection_of_the_filter() {
         let conn = crate::net::ConnInfo {

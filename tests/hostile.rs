@@ -1175,3 +1175,45 @@ fn mapped_files_and_streams_read_mutated_captures_alike() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(compared, 3 * MUTATIONS.len() * 4);
 }
+
+/// The child half of `a_capture_that_shrinks_while_read_ends_cleanly`: does
+/// nothing unless that test runs it with the file to read.
+#[test]
+fn shrinking_capture_child() {
+    let Some(path) = std::env::var_os("TFWIRE_SHRINKING_CAPTURE") else {
+        return;
+    };
+    let path = PathBuf::from(path);
+    let mut r = CaptureReader::open(&path).expect("open");
+    // A ring buffer wrapping around: the file is cut under the map.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(4096))
+        .expect("truncate");
+    r.for_each_packet(1, |_, _| {});
+    panic!("reading past the new end of the file did not fault");
+}
+
+#[test]
+fn a_capture_that_shrinks_while_read_ends_cleanly() {
+    let path = std::env::temp_dir().join(format!("tfwire-shrinking-{}.pcapng", std::process::id()));
+    std::fs::write(&path, read("grpc_large.pcapng")).expect("copy");
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "hostile::shrinking_capture_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TFWIRE_SHRINKING_CAPTURE", &path)
+        .output()
+        .expect("run child");
+    let _ = std::fs::remove_file(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("tfwire: a capture file shrank while it was being read"),
+        "{err}"
+    );
+}

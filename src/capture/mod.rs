@@ -525,18 +525,29 @@ mod tests {
         (out, r.stats().clone())
     }
 
-    /// Reads `bytes` as a stream and, from a temporary file, through the
-    /// memory map: both must see the same packets and counts.
-    fn read_all(bytes: Vec<u8>) -> Seen {
+    /// Reads `bytes` from a temporary file, through the memory map.
+    fn read_mapped(bytes: &[u8]) -> Seen {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
             "tfwire-capture-{}-{}.pcap",
             std::process::id(),
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        std::fs::write(&path, &bytes).expect("temp file");
-        let mapped = read_with(CaptureReader::open(&path).expect("capture header"));
+        std::fs::write(&path, bytes).expect("temp file");
+        let r = CaptureReader::open(&path).expect("capture header");
+        assert!(
+            matches!(r.inner, Input::Mapped(_)),
+            "a regular file is mapped"
+        );
+        let seen = read_with(r);
         let _ = std::fs::remove_file(&path);
+        seen
+    }
+
+    /// Reads `bytes` as a stream and, from a temporary file, through the
+    /// memory map: both must see the same packets and counts.
+    fn read_all(bytes: Vec<u8>) -> Seen {
+        let mapped = read_mapped(&bytes);
         let streamed = read_with(
             CaptureReader::from_reader("t".into(), io::Cursor::new(bytes)).expect("capture header"),
         );
@@ -603,6 +614,64 @@ mod tests {
         let (p, st) = read_all(v);
         assert_eq!(p.len(), 1);
         assert!(st.cut_short.is_some());
+    }
+
+    /// Where mapped reading stops, and what it says.
+    #[test]
+    fn mapped_reading_says_why_it_stopped() {
+        let mut v = legacy_header(0xa1b2_c3d4, 1);
+        legacy_record(&mut v, 1, 0, &[0u8; 60], 60);
+        legacy_record(&mut v, 2, 0, &[0u8; 60], 60);
+        v.truncate(v.len() - 10);
+        let (p, st) = read_mapped(&v);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            st.cut_short.as_deref(),
+            Some("file ends inside a record (66 trailing bytes ignored)")
+        );
+
+        // A record claiming 2 GiB: refused at the size limit, not read.
+        let mut v = legacy_header(0xa1b2_c3d4, 1);
+        legacy_record(&mut v, 1, 0, &[0u8; 60], 60);
+        let at = v.len();
+        legacy_record(&mut v, 2, 0, &[0u8; 60], 60);
+        v[at + 8..at + 12].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        let (p, st) = read_mapped(&v);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            st.cut_short.as_deref(),
+            Some("record larger than 256 MiB; stopped reading")
+        );
+
+        // pcapng: a block whose trailing length disagrees with its header.
+        let mut v = Vec::new();
+        let shb: [u32; 7] = [
+            0x0a0d_0d0a,
+            28,
+            0x1a2b_3c4d,
+            1,
+            0xffff_ffff,
+            0xffff_ffff,
+            28,
+        ];
+        for w in shb {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        let idb: [u32; 5] = [1, 20, 1, 0, 20];
+        for w in idb {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        let clean = v.len();
+        for w in [6u32, 32, 0, 0, 0, 0, 0, 31] {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        let (p, st) = read_mapped(&v);
+        assert!(p.is_empty());
+        let why = st.cut_short.as_deref().unwrap_or("");
+        assert!(
+            why.starts_with(&format!("corrupt record after byte {clean} (")),
+            "{why}"
+        );
     }
 
     #[test]
