@@ -58,7 +58,7 @@ fn report_one<W: Write>(
     output: &mut Output<W>,
     spent: &mut Option<Vec<Option<shard::Spent>>>,
     line: Option<shard::Line>,
-    ex: Exchange,
+    ex: Box<Exchange>,
 ) -> bool {
     summary.add(&ex);
     let (ok, done) = match output {
@@ -68,12 +68,12 @@ fn report_one<W: Write>(
                 Some(l) if ex.diagnosis.is_none() => {
                     j.write_with(|buf| l.write(buf, ex.id, ex.connection, &ex.warnings))
                 }
-                _ => j.write(&ex),
+                _ => j.exchange(&ex),
             };
             (ok, Some((ex, line)))
         }
         Output::Table(t) => {
-            t.add(ex);
+            t.add(*ex);
             (true, None)
         }
         Output::SummaryOnly => (true, Some((ex, line))),
@@ -85,7 +85,7 @@ fn report_one<W: Write>(
 }
 
 impl<W: Write> Collector<W> {
-    fn take(&mut self, ex: Exchange) -> bool {
+    fn take(&mut self, ex: Box<Exchange>) -> bool {
         let Collector {
             engine,
             summary,
@@ -112,13 +112,13 @@ impl<W: Write> Collector<W> {
 }
 
 impl<W: Write> pipeline::ExchangeSink for Collector<W> {
-    fn exchange(&mut self, ex: Exchange) -> bool {
+    fn exchange(&mut self, ex: Box<Exchange>) -> bool {
         self.take(ex)
     }
 }
 
 impl<W: Write> pipeline::ExchangeSink for &mut Collector<W> {
-    fn exchange(&mut self, ex: Exchange) -> bool {
+    fn exchange(&mut self, ex: Box<Exchange>) -> bool {
         self.take(ex)
     }
 }
@@ -128,7 +128,7 @@ impl<W: Write> shard::Merged for &mut Collector<W> {
         self.spent.get_or_insert_with(Vec::new);
     }
 
-    fn exchange_with_line(&mut self, ex: Exchange, line: Option<shard::Line>) -> bool {
+    fn exchange_with_line(&mut self, ex: Box<Exchange>, line: Option<shard::Line>) -> bool {
         self.lines.push_back(line);
         self.take(ex)
     }

@@ -45,7 +45,9 @@ impl Default for Config {
 /// Receives exchanges as they complete.
 pub trait ExchangeSink {
     /// Returns false to stop the analysis (e.g. the output pipe closed).
-    fn exchange(&mut self, ex: Exchange) -> bool;
+    /// Boxed: an exchange is about a kilobyte, and it passes through
+    /// several queues on its way out.
+    fn exchange(&mut self, ex: Box<Exchange>) -> bool;
 
     /// A connection got its index (before any of its exchanges).
     fn connection_opened(&mut self, _conn: u64) {}
@@ -55,8 +57,8 @@ pub trait ExchangeSink {
 }
 
 impl<F: FnMut(Exchange) -> bool> ExchangeSink for F {
-    fn exchange(&mut self, ex: Exchange) -> bool {
-        self(ex)
+    fn exchange(&mut self, ex: Box<Exchange>) -> bool {
+        self(*ex)
     }
 }
 
@@ -163,7 +165,7 @@ struct Out<S> {
 }
 
 impl<S: ExchangeSink> Out<S> {
-    fn emit(&mut self, ex: Exchange) {
+    fn emit(&mut self, ex: Box<Exchange>) {
         if self.stopped {
             return;
         }
@@ -201,7 +203,7 @@ impl<S: ExchangeSink> Out<S> {
             .chain(&call.response.messages)
             .filter(|m| m.problem.as_deref().is_some_and(|p| p.contains("limit")))
             .count() as u64;
-        let mut ex = Exchange::from_grpc(self.next, info, call);
+        let mut ex = Box::new(Exchange::from_grpc(self.next, info, call));
         if let Some((p, certain)) = problem {
             self.stats.protocol_mismatches += 1;
             ex.set_protocol_problem(p.to_string(), certain);
@@ -223,7 +225,12 @@ impl<S: ExchangeSink> Out<S> {
         }
         let http1::Event::Exchange { request, response } = ev;
         self.stats.rest_exchanges += 1;
-        let mut ex = Exchange::from_rest(self.next, info, request.as_deref(), response.as_deref());
+        let mut ex = Box::new(Exchange::from_rest(
+            self.next,
+            info,
+            request.as_deref(),
+            response.as_deref(),
+        ));
         let grpc_web = request
             .as_ref()
             .and_then(|r| r.header("content-type"))
@@ -305,7 +312,7 @@ impl<S: ExchangeSink> Out<S> {
             protocol_problem_certain: false,
         };
         ex.set_protocol_problem(problem, certain);
-        self.emit(ex);
+        self.emit(Box::new(ex));
     }
 }
 

@@ -231,7 +231,7 @@ impl ShardSink<'_> {
 }
 
 impl ExchangeSink for ShardSink<'_> {
-    fn exchange(&mut self, mut ex: Exchange) -> bool {
+    fn exchange(&mut self, mut ex: Box<Exchange>) -> bool {
         let frame = self.frame;
         let line = match self.output {
             // The merger only adds warnings to a successful gRPC call: write
@@ -255,11 +255,7 @@ impl ExchangeSink for ShardSink<'_> {
             }
             _ => None,
         };
-        self.push(Item::Exchange {
-            frame,
-            ex: Box::new(ex),
-            line,
-        })
+        self.push(Item::Exchange { frame, ex, line })
     }
 
     fn connection_opened(&mut self, conn: u64) {
@@ -393,7 +389,7 @@ pub enum Progress<'a> {
 }
 
 /// An exchange the merged output is done with, and its line.
-pub type Spent = (Exchange, Option<Line>);
+pub type Spent = (Box<Exchange>, Option<Line>);
 
 /// Where merged exchanges go: an exchange sink that takes lines written
 /// ahead, and can hand back, in the order it received them, the exchanges
@@ -402,7 +398,7 @@ pub trait Merged: ExchangeSink {
     /// Start collecting spent exchanges.
     fn recycle(&mut self);
     /// An exchange with the line a worker wrote for it.
-    fn exchange_with_line(&mut self, ex: Exchange, line: Option<Line>) -> bool;
+    fn exchange_with_line(&mut self, ex: Box<Exchange>, line: Option<Line>) -> bool;
     /// Appends, in order, one entry per exchange reported since the last
     /// call: the exchange, or None if the sink keeps it.
     fn spent(&mut self, into: &mut Vec<Option<Spent>>);
@@ -631,8 +627,7 @@ fn merge(mut lanes: Vec<Lane>, sink: &mut impl Merged) -> bool {
             Item::Closed { conn, .. } => {
                 lane.conns.remove(&conn);
             }
-            Item::Exchange { ex, line, .. } => {
-                let mut ex = *ex;
+            Item::Exchange { mut ex, line, .. } => {
                 let global = lane.conns.get(&ex.connection).copied().unwrap_or(0);
                 renumber(&mut ex, next_id, global);
                 next_id += 1;

@@ -11,13 +11,13 @@ pub fn diagnosed(name: &str, book: SignatureBook) -> Vec<Exchange> {
     let mut engine = Engine::new(book);
     let mut out = Vec::new();
     for ex in analyze(&[fixture(name)], Config::default()) {
-        engine.push(ex, &mut |e| {
-            out.push(e);
+        engine.push(Box::new(ex), &mut |e| {
+            out.push(*e);
             true
         });
     }
     engine.finish(&mut |e| {
-        out.push(e);
+        out.push(*e);
         true
     });
     out

@@ -56,8 +56,8 @@ fn analyze(files: &[&[u8]], config: Config) -> Run {
     let mut report = Vec::new();
     {
         let mut analyzer = Analyzer::new(config, |ex: Exchange| {
-            engine.push(ex, &mut |ex| {
-                exchanges.push(ex);
+            engine.push(Box::new(ex), &mut |ex| {
+                exchanges.push(*ex);
                 true
             })
         });
@@ -75,7 +75,7 @@ fn analyze(files: &[&[u8]], config: Config) -> Run {
         let _ = (analyzer.net_stats(), analyzer.proto_stats());
     }
     engine.finish(&mut |ex| {
-        exchanges.push(ex);
+        exchanges.push(*ex);
         true
     });
     for ex in &exchanges {

@@ -31,13 +31,13 @@ fn run_from(packets: &[Owned], from: usize) -> Vec<Exchange> {
     let mut engine = Engine::new(SignatureBook::new());
     let mut out = Vec::new();
     for ex in raw {
-        engine.push(ex, &mut |e| {
-            out.push(e);
+        engine.push(Box::new(ex), &mut |e| {
+            out.push(*e);
             true
         });
     }
     engine.finish(&mut |e| {
-        out.push(e);
+        out.push(*e);
         true
     });
     out

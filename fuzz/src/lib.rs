@@ -81,19 +81,19 @@ impl Collector {
         summary: &mut Summary,
         json: &mut JsonLines<io::Sink>,
         table: &mut Option<TableReport>,
-        ex: Exchange,
+        ex: Box<Exchange>,
     ) -> bool {
         summary.add(&ex);
-        let ok = json.write(&ex);
+        let ok = json.exchange(&ex);
         if let Some(t) = table {
-            t.add(ex);
+            t.add(*ex);
         }
         ok
     }
 }
 
 impl ExchangeSink for Collector {
-    fn exchange(&mut self, ex: Exchange) -> bool {
+    fn exchange(&mut self, ex: Box<Exchange>) -> bool {
         let Collector {
             engine,
             summary,

@@ -49,7 +49,7 @@ pub struct Diagnosis {
 /// still inform its diagnosis; output order is unchanged.
 pub struct Engine {
     pub book: SignatureBook,
-    waiting: VecDeque<Exchange>,
+    waiting: VecDeque<Box<Exchange>>,
     pub max_waiting: usize,
 }
 
@@ -63,18 +63,22 @@ impl Engine {
     }
 
     /// Takes an exchange; returns those ready to be reported, in order.
-    pub fn push(&mut self, ex: Exchange, ready: &mut impl FnMut(Exchange) -> bool) -> bool {
+    pub fn push(
+        &mut self,
+        ex: Box<Exchange>,
+        ready: &mut impl FnMut(Box<Exchange>) -> bool,
+    ) -> bool {
         self.book.learn(&ex);
         self.waiting.push_back(ex);
         self.release(false, ready)
     }
 
     /// End of input: everything still waiting is diagnosed and released.
-    pub fn finish(&mut self, ready: &mut impl FnMut(Exchange) -> bool) -> bool {
+    pub fn finish(&mut self, ready: &mut impl FnMut(Box<Exchange>) -> bool) -> bool {
         self.release(true, ready)
     }
 
-    fn release(&mut self, all: bool, ready: &mut impl FnMut(Exchange) -> bool) -> bool {
+    fn release(&mut self, all: bool, ready: &mut impl FnMut(Box<Exchange>) -> bool) -> bool {
         while let Some(front) = self.waiting.front() {
             // Failures wait for any knowledge of their model; REST calls
             // wait for a declared signature, which names and types their

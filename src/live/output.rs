@@ -130,7 +130,7 @@ impl<W: Write> Reporter<W> {
         }
     }
 
-    fn report(&mut self, mut ex: Exchange) -> bool {
+    fn report(&mut self, mut ex: Box<Exchange>) -> bool {
         if self.limit_reached() || self.output_closed() {
             return false;
         }
@@ -139,7 +139,7 @@ impl<W: Write> Reporter<W> {
         self.status.clear();
         match &mut self.out {
             Out::Jsonl(j) => {
-                j.write(&ex);
+                j.exchange(&ex);
             }
             Out::Table {
                 out,
@@ -163,7 +163,7 @@ impl<W: Write> Reporter<W> {
 }
 
 impl<W: Write> ExchangeSink for LiveSink<W> {
-    fn exchange(&mut self, ex: Exchange) -> bool {
+    fn exchange(&mut self, ex: Box<Exchange>) -> bool {
         let LiveSink { engine, rep } = self;
         if rep.limit_reached() || rep.output_closed() {
             return false;
@@ -382,8 +382,8 @@ mod tests {
         engine.max_waiting = 0;
         let mut out = Vec::new();
         for ex in raw {
-            engine.push(ex, &mut |ex| {
-                out.push(ex);
+            engine.push(Box::new(ex), &mut |ex| {
+                out.push(*ex);
                 true
             });
         }

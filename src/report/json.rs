@@ -634,7 +634,7 @@ mod tests {
         let mut expected = Vec::new();
         let mut j = super::super::JsonLines::new(Vec::new(), false);
         for ex in &exchanges {
-            assert!(j.write(ex));
+            assert!(j.exchange(ex));
             expected.extend(serde_json::to_vec(ex).expect("serialize"));
             expected.push(b'\n');
             assert!(j.write(&serde_json::json!({"n": 1})));

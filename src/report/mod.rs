@@ -43,21 +43,20 @@ impl<W: Write> JsonLines<W> {
         }
     }
 
-    /// Writes one line: exchanges through the hand-written writer
-    /// ([`json::write_exchange`], same bytes), anything else through serde_json.
-    pub fn write<T: serde::Serialize + 'static>(&mut self, value: &T) -> bool {
+    /// Writes one exchange through the hand-written writer
+    /// ([`json::write_exchange`]: serde_json's bytes, several times faster).
+    pub fn exchange(&mut self, ex: &Exchange) -> bool {
+        self.write_with(|buf| json::write_exchange(buf, ex))
+    }
+
+    /// Writes one line of anything else through serde_json.
+    pub fn write<T: serde::Serialize>(&mut self, value: &T) -> bool {
         if self.failed.is_some() {
             return false;
         }
         let start = self.buf.len();
-        let r = match (value as &dyn std::any::Any).downcast_ref::<Exchange>() {
-            Some(ex) => {
-                json::write_exchange(&mut self.buf, ex);
-                Ok(())
-            }
-            None => serde_json::to_writer(&mut self.buf, value).map_err(io::Error::from),
-        };
-        if let Err(e) = r {
+        if let Err(e) = serde_json::to_writer(&mut self.buf, value) {
+            let e = io::Error::from(e);
             self.buf.truncate(start);
             self.failed = Some(e);
             return false;

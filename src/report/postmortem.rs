@@ -1155,10 +1155,10 @@ struct Diagnosing<F> {
 }
 
 impl<F: FnMut(Exchange)> ExchangeSink for Diagnosing<F> {
-    fn exchange(&mut self, ex: Exchange) -> bool {
+    fn exchange(&mut self, ex: Box<Exchange>) -> bool {
         let f = &mut self.f;
         self.engine.push(ex, &mut |e| {
-            f(e);
+            f(*e);
             true
         })
     }
@@ -1216,7 +1216,7 @@ pub fn analyze_files(
     let protocols = analyzer.proto_stats();
     let Diagnosing { mut engine, mut f } = analyzer.into_sink();
     engine.finish(&mut |e| {
-        f(e);
+        f(*e);
         true
     });
     Ok(Analysis {
