@@ -61,10 +61,36 @@ pub struct Entry {
     pub version: Option<i64>,
 }
 
+/// (version, signature name) → entry, in that order. Version None: applies
+/// to any. Nested so that a lookup by name needs no owned key: every
+/// successful call looks its signature up.
+#[derive(Debug, Default, Clone)]
+struct Entries(BTreeMap<Option<i64>, BTreeMap<String, Entry>>);
+
+impl Entries {
+    fn get(&self, version: Option<i64>, signature: &str) -> Option<&Entry> {
+        self.0.get(&version)?.get(signature)
+    }
+
+    fn get_mut(&mut self, version: Option<i64>, signature: &str) -> Option<&mut Entry> {
+        self.0.get_mut(&version)?.get_mut(signature)
+    }
+
+    fn insert(&mut self, version: Option<i64>, signature: String, entry: Entry) {
+        self.0.entry(version).or_default().insert(signature, entry);
+    }
+
+    /// (version, signature name, entry), ordered by version then name.
+    fn iter(&self) -> impl Iterator<Item = (Option<i64>, &str, &Entry)> {
+        self.0
+            .iter()
+            .flat_map(|(v, m)| m.iter().map(move |(s, e)| (*v, s.as_str(), e)))
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Model {
-    /// (version, signature name) → entry. Version None: applies to any.
-    entries: BTreeMap<(Option<i64>, String), Entry>,
+    entries: Entries,
     /// Versions seen answering successfully or listed by metadata/status.
     versions: BTreeSet<i64>,
     /// Signature maps that are complete (metadata, SavedModel): a name
@@ -91,20 +117,20 @@ impl SignatureBook {
         map: &SignatureMap,
         source: Source,
     ) {
-        let m = self.models.entry(model.to_string()).or_default();
+        let m = self.model(model);
         if let Some(v) = version {
             m.versions.insert(v);
         }
         m.complete_for.insert(version);
         for (name, sig) in map {
-            let key = (version, name.clone());
             let replace = m
                 .entries
-                .get(&key)
+                .get(version, name)
                 .is_none_or(|e| e.source.trust() <= source.trust());
             if replace {
                 m.entries.insert(
-                    key,
+                    version,
+                    name.clone(),
                     Entry {
                         signature: sig.clone(),
                         source: source.clone(),
@@ -136,7 +162,7 @@ impl SignatureBook {
                 },
             );
         }
-        let m = self.models.entry(model.to_string()).or_default();
+        let m = self.model(model);
         if let Some(v) = version {
             m.versions.insert(v);
         }
@@ -150,12 +176,8 @@ impl SignatureBook {
             && !ex.inputs.is_empty()
             && !(rest && ex.inputs.iter().any(|t| t.name.is_empty()))
         {
-            let sig_name = ex
-                .signature
-                .clone()
-                .unwrap_or_else(|| "serving_default".into());
-            let key = (version, sig_name);
-            match m.entries.get_mut(&key) {
+            let sig_name = ex.signature.as_deref().unwrap_or("serving_default");
+            match m.entries.get_mut(version, sig_name) {
                 Some(e) => {
                     if let Source::Traffic { requests, .. } = &mut e.source {
                         *requests += 1;
@@ -165,7 +187,8 @@ impl SignatureBook {
                 }
                 None => {
                     m.entries.insert(
-                        key,
+                        version,
+                        sig_name.to_string(),
                         Entry {
                             signature: Signature {
                                 method_name: "tensorflow/serving/predict".into(),
@@ -189,19 +212,27 @@ impl SignatureBook {
     /// then any version, most trusted source first.
     pub fn lookup(&self, model: &str, version: Option<i64>, signature: &str) -> Option<&Entry> {
         let m = self.models.get(model)?;
-        if let Some(e) = m.entries.get(&(version, signature.to_string())) {
+        if let Some(e) = m.entries.get(version, signature) {
             if version.is_some() {
                 return Some(e);
             }
         }
         m.entries
             .iter()
-            .filter(|((_, s), _)| s == signature)
-            .map(|(_, e)| e)
+            .filter(|&(_, s, _)| s == signature)
+            .map(|(_, _, e)| e)
             .max_by_key(|e| {
                 let typed = e.signature.inputs.iter().all(|s| s.dtype.is_some());
                 (e.source.trust(), typed, e.version == version, e.version)
             })
+    }
+
+    /// The model's record, made on first sight (allocating its name only then).
+    fn model(&mut self, model: &str) -> &mut Model {
+        if !self.models.contains_key(model) {
+            self.models.insert(model.to_string(), Model::default());
+        }
+        self.models.get_mut(model).expect("inserted above")
     }
 
     pub fn knows_model(&self, model: &str) -> bool {
@@ -212,7 +243,7 @@ impl SignatureBook {
     pub fn has_declared(&self, model: &str) -> bool {
         self.models
             .get(model)
-            .is_some_and(|m| m.entries.values().any(|e| e.source.is_declared()))
+            .is_some_and(|m| m.entries.iter().any(|(_, _, e)| e.source.is_declared()))
     }
 
     pub fn versions(&self, model: &str) -> Vec<i64> {
@@ -227,7 +258,7 @@ impl SignatureBook {
         let Some(m) = self.models.get(model) else {
             return (Vec::new(), false);
         };
-        let names: BTreeSet<String> = m.entries.keys().map(|(_, s)| s.clone()).collect();
+        let names: BTreeSet<String> = m.entries.iter().map(|(_, s, _)| s.to_string()).collect();
         (names.into_iter().collect(), !m.complete_for.is_empty())
     }
 

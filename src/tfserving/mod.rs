@@ -4,6 +4,7 @@
 
 pub mod dtype;
 pub mod exchange;
+mod predict;
 pub mod rest;
 pub mod signature;
 pub mod tensor;
@@ -123,40 +124,48 @@ pub struct Decoded {
 }
 
 fn spec_fields(d: &mut Decoded, spec: Option<&tfs::ModelSpec>, method: Method) {
+    spec_fields_of(d, spec.map(predict::Spec::from), method);
+}
+
+fn spec_fields_of(d: &mut Decoded, spec: Option<predict::Spec<'_>>, method: Method) {
     let Some(spec) = spec else {
         d.notes.push("request has no model_spec".to_string());
         return;
     };
-    d.model = Some(spec.name.clone());
-    match &spec.version_choice {
-        Some(tfs::model_spec::VersionChoice::Version(v)) => d.version = Some(*v),
-        Some(tfs::model_spec::VersionChoice::VersionLabel(l)) => d.version_label = Some(l.clone()),
-        None => {}
-    }
+    d.model = Some(spec.name.to_string());
+    d.version = spec.version;
+    d.version_label = spec.version_label.map(str::to_string);
     if method.uses_signature() {
         d.signature = Some(if spec.signature_name.is_empty() {
             DEFAULT_SIGNATURE.to_string()
         } else {
-            spec.signature_name.clone()
+            spec.signature_name.to_string()
         });
     }
 }
 
 fn resolved(d: &mut Decoded, spec: Option<&tfs::ModelSpec>) {
+    resolved_of(d, spec.map(predict::Spec::from));
+}
+
+fn resolved_of(d: &mut Decoded, spec: Option<predict::Spec<'_>>) {
     if let Some(spec) = spec {
-        if let Some(tfs::model_spec::VersionChoice::Version(v)) = &spec.version_choice {
-            d.resolved_version = Some(*v);
+        if let Some(v) = spec.version {
+            d.resolved_version = Some(v);
         }
         if !spec.signature_name.is_empty() {
-            d.resolved_signature = Some(spec.signature_name.clone());
+            d.resolved_signature = Some(spec.signature_name.to_string());
         }
     }
 }
 
-fn tensors(map: impl IntoIterator<Item = (String, Bytes)>, kept: Kept<'_>) -> Vec<TensorSummary> {
+fn tensors<K: AsRef<str>, V: AsRef<[u8]>>(
+    map: impl IntoIterator<Item = (K, V)>,
+    kept: Kept<'_>,
+) -> Vec<TensorSummary> {
     let mut v: Vec<TensorSummary> = map
         .into_iter()
-        .map(|(k, b)| tensor::summarize_kept(&k, &b, false, kept))
+        .map(|(k, b)| tensor::summarize_kept(k.as_ref(), b.as_ref(), false, kept))
         .collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));
     v
@@ -204,6 +213,12 @@ pub fn decode_request_kept(method: Method, data: Bytes, elided: &[Elision], d: &
     }
     match method {
         Method::Predict => {
+            if let Some(m) = predict::request(&data) {
+                spec_fields_of(d, m.spec, method);
+                d.inputs = tensors(m.tensors, kept);
+                d.output_filter = m.output_filter.iter().map(|s| s.to_string()).collect();
+                return;
+            }
             let m = decode!(pb::tfwire::views::PredictRequestView);
             spec_fields(d, m.model_spec.as_ref(), method);
             d.inputs = tensors(m.inputs, kept);
@@ -520,6 +535,11 @@ pub fn decode_response_kept(method: Method, data: Bytes, elided: &[Elision], d: 
     }
     match method {
         Method::Predict => {
+            if let Some(m) = predict::response(&data) {
+                resolved_of(d, m.spec);
+                d.outputs = tensors(m.tensors, kept);
+                return;
+            }
             let m = decode!(pb::tfwire::views::PredictResponseView);
             resolved(d, m.model_spec.as_ref());
             d.outputs = tensors(m.outputs, kept);

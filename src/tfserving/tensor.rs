@@ -141,6 +141,9 @@ pub(crate) struct Wire<'a> {
     /// The buffer is a prefix of the message: a field running past its end
     /// is reported as `Truncated` instead of an error.
     partial: bool,
+    /// Refuse what prost refuses and this reader would otherwise let pass:
+    /// a tenth varint byte above 1, a key beyond 32 bits.
+    strict: bool,
 }
 
 pub(crate) enum Field<'a> {
@@ -161,6 +164,16 @@ impl<'a> Wire<'a> {
             buf,
             pos: 0,
             partial: false,
+            strict: false,
+        }
+    }
+
+    pub(crate) fn new_strict(buf: &'a [u8]) -> Self {
+        Wire {
+            buf,
+            pos: 0,
+            partial: false,
+            strict: true,
         }
     }
 
@@ -169,6 +182,7 @@ impl<'a> Wire<'a> {
             buf,
             pos: 0,
             partial: true,
+            strict: false,
         }
     }
 
@@ -179,7 +193,7 @@ impl<'a> Wire<'a> {
             self.pos += 1;
             v |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
-                return Some(v);
+                return (!self.strict || i < 9 || b < 2).then_some(v);
             }
         }
         None
@@ -190,7 +204,10 @@ impl<'a> Wire<'a> {
         if self.pos >= self.buf.len() {
             return None;
         }
-        let Some(key) = self.varint() else {
+        let Some(key) = self
+            .varint()
+            .filter(|&k| !self.strict || k <= u64::from(u32::MAX))
+        else {
             return Some(Err(()));
         };
         let num = (key >> 3) as u32;
