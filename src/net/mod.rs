@@ -449,3 +449,42 @@ fn add_reassembly_stats(s: &mut NetStats, halves: &[Reassembler; 2]) {
         s.reassembly_limit_hits += r.buffer_limit_hits;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn packed_flow_keys_order_and_hash_like_socket_addrs() {
+        // Addresses and ports around the byte boundaries, where a packing
+        // mistake would reorder them.
+        let ips = [0u32, 1, 0xff, 0x100, 0x0a00_0001, 0x7f00_0001, 0xffff_ffff];
+        let ports = [0u16, 1, 255, 256, 8500, 65535];
+        let v4: Vec<SocketAddr> = ips
+            .iter()
+            .flat_map(|&ip| {
+                ports
+                    .iter()
+                    .map(move |&p| SocketAddr::from((std::net::Ipv4Addr::from_bits(ip), p)))
+            })
+            .collect();
+        let v6: SocketAddr = "[::1]:8500".parse().expect("address");
+        let state = RandomState::default();
+        for &a in v4.iter().chain([&v6]) {
+            for &b in v4.iter().chain([&v6]) {
+                let (SocketAddr::V4(x), SocketAddr::V4(y)) = (a, b) else {
+                    continue;
+                };
+                assert_eq!(packed(x) <= packed(y), a <= b, "{a} vs {b}");
+                let (k, back) = (FlowKey::of(a, b), FlowKey::of(b, a));
+                assert_eq!(k, back);
+                assert!(k.0 <= k.1);
+                assert_eq!(state.hash_one(k), state.hash_one(back));
+            }
+            let mixed = (FlowKey::of(a, v6), FlowKey::of(v6, a));
+            assert_eq!(mixed.0, mixed.1);
+            assert_eq!(state.hash_one(mixed.0), state.hash_one(mixed.1));
+        }
+    }
+}
