@@ -11,6 +11,21 @@ pub struct Core {
     pub truncated: bool,
 }
 
+/// A server message's core and what it says.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub core: Core,
+    pub finding: Finding,
+}
+
+impl Parsed {
+    pub fn of(message: &str) -> Parsed {
+        let core = core(message);
+        let finding = parse(&core.text);
+        Parsed { core, finding }
+    }
+}
+
 /// Strips the kernel node suffix, status-code prefixes and truncation marker.
 pub fn core(message: &str) -> Core {
     let mut text = message;

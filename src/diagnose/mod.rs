@@ -7,7 +7,7 @@ pub mod message;
 pub mod rules;
 pub mod sources;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use serde::Serialize;
 
@@ -51,7 +51,13 @@ pub struct Engine {
     pub book: SignatureBook,
     waiting: VecDeque<Box<Exchange>>,
     pub max_waiting: usize,
+    /// Server messages already parsed: failures repeat a few messages many
+    /// times, and parsing one is a long series of text searches.
+    parsed: HashMap<String, message::Parsed, foldhash::fast::RandomState>,
 }
+
+/// Distinct server messages kept parsed (then the cache starts over).
+const PARSED_KEPT: usize = 1024;
 
 impl Engine {
     pub fn new(book: SignatureBook) -> Self {
@@ -59,6 +65,7 @@ impl Engine {
             book,
             waiting: VecDeque::new(),
             max_waiting: 4096,
+            parsed: HashMap::default(),
         }
     }
 
@@ -106,7 +113,7 @@ impl Engine {
     }
 
     /// Fills `diagnosis` (failures) or `warnings` (successes).
-    pub fn diagnose(&self, ex: &mut Exchange) {
+    pub fn diagnose(&mut self, ex: &mut Exchange) {
         if ex.transport == crate::tfserving::Transport::Rest {
             // A version the request names must be the one described: a
             // signature of another version would be a guess.
@@ -133,7 +140,19 @@ impl Engine {
         if ex.status.ok {
             ex.warnings.extend(rules::warnings(ex, &self.book));
         } else {
-            ex.diagnosis = Some(rules::diagnose(ex, &self.book));
+            let parsed = match ex.status.message.as_deref() {
+                Some(m) => {
+                    if !self.parsed.contains_key(m) {
+                        if self.parsed.len() >= PARSED_KEPT {
+                            self.parsed.clear();
+                        }
+                        self.parsed.insert(m.to_string(), message::Parsed::of(m));
+                    }
+                    self.parsed.get(m)
+                }
+                None => None,
+            };
+            ex.diagnosis = Some(rules::diagnose_parsed(ex, &self.book, parsed));
         }
     }
 }

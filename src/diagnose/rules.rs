@@ -195,6 +195,16 @@ fn list(names: &[String]) -> String {
 
 /// Diagnoses a failed exchange.
 pub fn diagnose(ex: &Exchange, book: &SignatureBook) -> Diagnosis {
+    let parsed = ex.status.message.as_deref().map(message::Parsed::of);
+    diagnose_parsed(ex, book, parsed.as_ref())
+}
+
+/// [`diagnose`] with the server's message already parsed (`None`: no message).
+pub fn diagnose_parsed(
+    ex: &Exchange,
+    book: &SignatureBook,
+    parsed: Option<&message::Parsed>,
+) -> Diagnosis {
     let entry = ex.model.as_deref().and_then(|m| {
         book.lookup(
             m,
@@ -202,11 +212,8 @@ pub fn diagnose(ex: &Exchange, book: &SignatureBook) -> Diagnosis {
             ex.signature.as_deref().unwrap_or("serving_default"),
         )
     });
-    let core = ex.status.message.as_deref().map(message::core);
-    let finding = core
-        .as_ref()
-        .map(|c| message::parse(&c.text))
-        .unwrap_or(Finding::Other);
+    let core = parsed.map(|p| &p.core);
+    let finding = parsed.map_or(Finding::Other, |p| p.finding.clone());
     let ctx = Ctx {
         ex,
         entry,
