@@ -209,9 +209,7 @@ impl Exchange {
             && call.request_headers.is_some();
         if let Some(m) = method {
             match call.request.messages.first() {
-                Some(msg) if msg.complete => {
-                    decode_request_kept(m, msg.data.clone(), &msg.elided, &mut d)
-                }
+                Some(msg) if msg.complete => decode_request_kept(m, &msg.data, &msg.elided, &mut d),
                 Some(msg) => {
                     notes.push(format!(
                         "request message incomplete: {}",
@@ -234,7 +232,7 @@ impl Exchange {
             }
             match call.response.messages.first() {
                 Some(msg) if msg.complete => {
-                    decode_response_kept(m, msg.data.clone(), &msg.elided, &mut d)
+                    decode_response_kept(m, &msg.data, &msg.elided, &mut d)
                 }
                 Some(msg) => {
                     notes.push(format!(

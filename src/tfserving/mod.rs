@@ -194,18 +194,18 @@ fn undecodable(what: &str, data: &[u8], err: &prost::DecodeError) -> String {
 
 /// Decodes the request message of `method`.
 pub fn decode_request(method: Method, data: Bytes, d: &mut Decoded) {
-    decode_request_kept(method, data, &[], d);
+    decode_request_kept(method, &data, &[], d);
 }
 
 /// [`decode_request`] of a kept message with payloads left out.
-pub fn decode_request_kept(method: Method, data: Bytes, elided: &[Elision], d: &mut Decoded) {
-    let kept = Kept::new(&data, elided);
+pub fn decode_request_kept(method: Method, data: &Bytes, elided: &[Elision], d: &mut Decoded) {
+    let kept = Kept::new(data, elided);
     macro_rules! decode {
         ($t:ty) => {
             match <$t>::decode(data.clone()) {
                 Ok(m) => m,
                 Err(e) => {
-                    d.notes.push(undecodable("request message", &data, &e));
+                    d.notes.push(undecodable("request message", data, &e));
                     return;
                 }
             }
@@ -213,7 +213,7 @@ pub fn decode_request_kept(method: Method, data: Bytes, elided: &[Elision], d: &
     }
     match method {
         Method::Predict => {
-            if let Some(m) = predict::request(&data) {
+            if let Some(m) = predict::request(data) {
                 spec_fields_of(d, m.spec, method);
                 d.inputs = tensors(m.tensors, kept);
                 d.output_filter = m.output_filter.iter().map(|s| s.to_string()).collect();
@@ -516,18 +516,18 @@ pub fn code_for_message(message: &str) -> Option<u32> {
 
 /// Decodes the response message of `method`.
 pub fn decode_response(method: Method, data: Bytes, d: &mut Decoded) {
-    decode_response_kept(method, data, &[], d);
+    decode_response_kept(method, &data, &[], d);
 }
 
 /// [`decode_response`] of a kept message with payloads left out.
-pub fn decode_response_kept(method: Method, data: Bytes, elided: &[Elision], d: &mut Decoded) {
-    let kept = Kept::new(&data, elided);
+pub fn decode_response_kept(method: Method, data: &Bytes, elided: &[Elision], d: &mut Decoded) {
+    let kept = Kept::new(data, elided);
     macro_rules! decode {
         ($t:ty) => {
             match <$t>::decode(data.clone()) {
                 Ok(m) => m,
                 Err(e) => {
-                    d.notes.push(undecodable("response message", &data, &e));
+                    d.notes.push(undecodable("response message", data, &e));
                     return;
                 }
             }
@@ -535,7 +535,7 @@ pub fn decode_response_kept(method: Method, data: Bytes, elided: &[Elision], d: 
     }
     match method {
         Method::Predict => {
-            if let Some(m) = predict::response(&data) {
+            if let Some(m) = predict::response(data) {
                 resolved_of(d, m.spec);
                 d.outputs = tensors(m.tensors, kept);
                 return;
@@ -791,9 +791,9 @@ mod tests {
         fn decoded(m: &Message, response: bool) -> String {
             let mut d = Decoded::default();
             if response {
-                decode_response_kept(Method::Predict, m.data.clone(), &m.elided, &mut d);
+                decode_response_kept(Method::Predict, &m.data, &m.elided, &mut d);
             } else if m.complete {
-                decode_request_kept(Method::Predict, m.data.clone(), &m.elided, &mut d);
+                decode_request_kept(Method::Predict, &m.data, &m.elided, &mut d);
             } else {
                 decode_request_prefix_kept(Method::Predict, &m.data, &m.elided, &mut d);
             }
@@ -847,7 +847,7 @@ mod tests {
             }
             let m = same_as(&wire, tensor::PREDICT_RESPONSE, 9, None, usize::MAX);
             let mut d = Decoded::default();
-            decode_response_kept(Method::Predict, m.data.clone(), &m.elided, &mut d);
+            decode_response_kept(Method::Predict, &m.data, &m.elided, &mut d);
             let values: Vec<_> = d.outputs.iter().map(|t| (t.values, t.bytes)).collect();
             assert_eq!(values, vec![(Some(100), 811), (Some(100), 415)]);
             assert_eq!(d.resolved_version, Some(3));
@@ -879,7 +879,7 @@ mod tests {
             }
             let m = same(&wire, 7, None, usize::MAX);
             let mut d = Decoded::default();
-            decode_request_kept(Method::Predict, m.data.clone(), &m.elided, &mut d);
+            decode_request_kept(Method::Predict, &m.data, &m.elided, &mut d);
             let by_name = |n: &str| {
                 let t = d.inputs.iter().find(|t| t.name == n).expect("input");
                 (t.values, t.encoding, t.problems.len())
@@ -1034,7 +1034,7 @@ mod tests {
             assert!(m.complete && m.data.len() < 64);
             assert_eq!(m.elided.len(), 1);
             let mut got = Decoded::default();
-            decode_request_kept(Method::Predict, m.data.clone(), &m.elided, &mut got);
+            decode_request_kept(Method::Predict, &m.data, &m.elided, &mut got);
             let mut want = Decoded::default();
             decode_request(Method::Predict, Bytes::from(body), &mut want);
             assert_eq!(format!("{got:?}"), format!("{want:?}"));
