@@ -434,7 +434,7 @@ fn hostile_text_is_escaped() {
     for mut ex in diagnosed(&[fixture("grpc_basic.pcapng")]) {
         ex.model = Some(format!("{SCRIPT}|m\u{1b}[31m\u{202e}"));
         ex.signature = Some(format!("{IMG}|sig"));
-        ex.method = Some(format!("<b>{}</b>", ex.method.unwrap_or_default()));
+        ex.method = Some(format!("<b>{}</b>", ex.method.unwrap_or_default()).into());
         ex.request_id = Some(format!("</code>{SCRIPT}"));
         ex.client = format!("<i>{}</i>", ex.client);
         if let Some(m) = &mut ex.status.message {
@@ -518,7 +518,7 @@ fn view(
 ) {
     (
         e.request_id.clone(),
-        e.method.clone(),
+        e.method.as_deref().map(str::to_string),
         e.model.clone(),
         e.status.ok,
         e.diagnosis.as_ref().map(|d| d.category),

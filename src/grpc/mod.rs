@@ -305,10 +305,15 @@ impl Call {
     /// response (grpc-status in the only header block).
     pub fn status(&self) -> GrpcStatus {
         let from = |h: &HeaderList| -> Option<GrpcStatus> {
-            let code = h.get("grpc-status")?;
+            let text = h.get("grpc-status")?;
+            let code = text.trim().parse().ok();
             Some(GrpcStatus {
-                code: code.trim().parse().ok(),
-                raw_code: code.to_string(),
+                code,
+                raw_code: if code.is_none() {
+                    text.to_string()
+                } else {
+                    String::new()
+                },
                 message: h.get("grpc-message").map(percent_decode),
                 message_inferred: false,
             })
@@ -363,6 +368,7 @@ const MAX_FRAMES_LISTED: usize = 256;
 #[derive(Debug, Clone, Default)]
 pub struct GrpcStatus {
     pub code: Option<u32>,
+    /// The grpc-status text when it is not a number (else empty).
     pub raw_code: String,
     pub message: Option<String>,
     /// The message's header name was not seen; see [`Call::status`].

@@ -496,7 +496,7 @@ mod tests {
                 request_frames: (0..self.below(4)).map(|_| self.next()).collect(),
                 response_frames: (0..self.below(4)).map(|_| self.next()).collect(),
                 request_id: self.opt_text(),
-                method: self.opt_text(),
+                method: self.opt_text().map(Into::into),
                 path: self.opt_text(),
                 model: self.opt_text(),
                 version: self.coin().then(|| self.int()),

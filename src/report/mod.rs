@@ -146,7 +146,7 @@ fn tensor_line(t: &TensorSummary) -> String {
 /// `Predict fraud:1/serving_default`: method, model, version or label,
 /// signature, as the table and the live view show a call (not escaped).
 pub fn call_label(ex: &Exchange) -> String {
-    let mut call = ex.method.clone().unwrap_or_else(|| "?".into());
+    let mut call = ex.method.as_deref().unwrap_or("?").to_string();
     if let Some(m) = &ex.model {
         call.push(' ');
         call.push_str(m);

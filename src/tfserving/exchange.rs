@@ -1,6 +1,7 @@
 //! `Exchange`: one request paired with its response, in the JSON Lines
 //! output contract (DESIGN.md §3, schema version 1). Extend, never rename.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use serde::Serialize;
@@ -52,7 +53,8 @@ pub struct Exchange {
     pub request_frames: Vec<u64>,
     pub response_frames: Vec<u64>,
     pub request_id: Option<String>,
-    pub method: Option<String>,
+    /// A TF Serving method's name is static; another RPC's is owned.
+    pub method: Option<Cow<'static, str>>,
     pub path: Option<String>,
     pub model: Option<String>,
     pub version: Option<i64>,
@@ -161,13 +163,13 @@ impl Exchange {
         let method_name = match (&path, method) {
             // Decoded as GetModelStatus (same layout), but not named.
             (_, Some(_)) if ambiguous => None,
-            (_, Some(m)) => Some(m.name().to_string()),
+            (_, Some(m)) => Some(Cow::Borrowed(m.name())),
             // Not a TF Serving service: name the RPC as the path has it.
             (Some(p), None) => {
                 notes.push(format!(
                     "{p} is not a TF Serving method; messages not decoded"
                 ));
-                p.rsplit('/').next().map(str::to_string)
+                p.rsplit('/').next().map(|m| Cow::Owned(m.to_string()))
             }
             (None, None) => None,
         };

@@ -9,6 +9,8 @@
 //! the caller decodes with prost, whose result and error text are the
 //! reference. So this reader never decides what a message means on its own.
 
+use smallvec::SmallVec;
+
 use super::tensor::{Field, Wire};
 use super::tfs;
 
@@ -44,7 +46,8 @@ impl<'a> From<&'a tfs::ModelSpec> for Spec<'a> {
 pub(super) struct Predict<'a> {
     pub spec: Option<Spec<'a>>,
     /// (alias, serialized TensorProto) in wire order; aliases are distinct.
-    pub tensors: Vec<(&'a str, &'a [u8])>,
+    /// Inline up to four: most models take a few inputs.
+    pub tensors: SmallVec<[(&'a str, &'a [u8]); 4]>,
     pub output_filter: Vec<&'a str>,
 }
 
@@ -1171,7 +1174,12 @@ mod tests {
         ];
         for (message, alias, tensor) in cases {
             let read = request(&message).expect("read");
-            assert_eq!(read.tensors, vec![(alias, tensor)], "{}", hex(&message));
+            assert_eq!(
+                read.tensors.as_slice(),
+                [(alias, tensor)],
+                "{}",
+                hex(&message)
+            );
             let m = PredictRequestView::decode(message.as_slice()).expect("prost decodes");
             assert_eq!(m.inputs.len(), 1);
             assert_eq!(m.inputs.get(alias).map(|b| b.as_ref()), Some(tensor));
@@ -1180,7 +1188,7 @@ mod tests {
             let mut resp = message.clone();
             resp[0] = 0x0a;
             let read = response(&resp).expect("read");
-            assert_eq!(read.tensors, vec![(alias, tensor)]);
+            assert_eq!(read.tensors.as_slice(), [(alias, tensor)]);
             assert_eq!(check(Kind::Response, &resp, &"entry"), Outcome::Read);
         }
     }

@@ -572,7 +572,7 @@ impl Exchange {
             request_frames: request.map(|r| r.frames.clone()).unwrap_or_default(),
             response_frames: response.map(|r| r.frames.clone()).unwrap_or_default(),
             request_id,
-            method: route.method.map(str::to_string),
+            method: route.method.map(std::borrow::Cow::Borrowed),
             path: target.map(|t| t.to_string()),
             model: route.model,
             version: route.version.or(resolved_version),
