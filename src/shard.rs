@@ -241,11 +241,7 @@ impl ExchangeSink for ShardSink<'_> {
             // type) cross whole.
             Output::Lines | Output::Counts if ex.transport == Transport::Grpc && ex.status.ok => {
                 let line = match self.output {
-                    Output::Lines => {
-                        let mut text = Vec::with_capacity(1024);
-                        crate::report::json::write_exchange(&mut text, &ex);
-                        Line::mark(text)
-                    }
+                    Output::Lines => Line::of(&ex),
                     _ => None,
                 };
                 if line.is_some() || self.output == Output::Counts {
@@ -306,46 +302,30 @@ pub struct Line {
 }
 
 impl Line {
-    /// Finds the places in a line from `json::write_exchange`; None if the
-    /// line does not have them as expected (the merger then writes it).
-    fn mark(text: Vec<u8>) -> Option<Line> {
-        fn digits_at(text: &[u8], at: usize) -> Option<(usize, usize)> {
-            let n = text
-                .get(at..)?
-                .iter()
-                .take_while(|b| b.is_ascii_digit())
-                .count();
-            (n > 0).then_some((at, at + n))
-        }
-        fn find(text: &[u8], from: usize, key: &[u8]) -> Option<usize> {
-            let i = text
-                .get(from..)?
-                .windows(key.len())
-                .position(|w| w == key)?;
-            Some(from + i + key.len())
-        }
-        // A string value cannot hold an unescaped quote, so these keys only
-        // match where they are keys.
-        const ID: &[u8] = br#"{"type":"exchange","id":"#;
-        if !text.starts_with(ID) {
-            return None;
-        }
-        let id = digits_at(&text, ID.len())?;
-        let conn = digits_at(&text, find(&text, id.1, br#","connection":"#)?)?;
-        let tail = text.len().saturating_sub(256).max(conn.1);
-        let warnings = find(&text, tail, br#","warnings":["#)?;
-        if text.get(warnings) != Some(&b']') {
-            return None;
-        }
-        let filter = digits_at(
-            &text,
-            find(&text, warnings, br#","wireshark_filter":"tcp.stream eq "#)?,
-        )?;
-        Some(Line {
+    /// Writes `ex`'s line with its places marked; None if it has no
+    /// connection number in its filter or already has warnings (the merger
+    /// then writes the whole line).
+    fn of(ex: &Exchange) -> Option<Line> {
+        let mut text = Vec::with_capacity(1024);
+        let marks = crate::report::json::write_exchange_marked(&mut text, ex);
+        let filter = marks.filter?;
+        // Spliced lines must equal lines written whole: check what is cut.
+        let digits = |(a, b): (usize, usize)| {
+            text.get(a..b)
+                .is_some_and(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
+        };
+        let ok = text.get(marks.warnings) == Some(&b']')
+            && digits(marks.id)
+            && digits(marks.connection)
+            && digits(filter)
+            && marks.id.1 <= marks.connection.0
+            && marks.connection.1 <= marks.warnings
+            && marks.warnings <= filter.0;
+        ok.then_some(Line {
             text,
-            id,
-            conn,
-            warnings,
+            id: marks.id,
+            conn: marks.connection,
+            warnings: marks.warnings,
             filter,
         })
     }
@@ -810,9 +790,7 @@ mod tests {
         let ok: Vec<&Exchange> = exchanges.iter().filter(|e| e.status.ok).collect();
         assert!(ok.len() > 5);
         for (i, ex) in ok.into_iter().enumerate() {
-            let mut text = Vec::new();
-            write_exchange(&mut text, ex);
-            let line = Line::mark(text).expect("a successful call's line has every mark");
+            let line = Line::of(ex).expect("a successful call's line has every mark");
             let mut fin = ex.clone();
             renumber(&mut fin, 1000 + i as u64, 70_000 + i as u64);
             fin.warnings = (0..i % 3).map(|k| format!("warning \"{k}\"\n")).collect();
@@ -824,11 +802,13 @@ mod tests {
                 String::from_utf8_lossy(&whole)
             );
 
-            // A line that already has warnings is left to the merger.
-            let mut text = Vec::new();
+            // A line that already has warnings is left to the merger, and
+            // so is one whose filter has no connection number.
             fin.warnings = vec!["w".into()];
-            write_exchange(&mut text, &fin);
-            assert!(Line::mark(text).is_none());
+            assert!(Line::of(&fin).is_none());
+            fin.warnings.clear();
+            fin.wireshark_filter = "frame.number == 7".into();
+            assert!(Line::of(&fin).is_none());
         }
     }
 

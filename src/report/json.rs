@@ -15,6 +15,26 @@ use crate::tfserving::{Exchange, TensorSummary, ValueEncoding};
 
 /// Appends `ex` as serde_json would write it (no trailing newline).
 pub fn write_exchange(out: &mut Vec<u8>, ex: &Exchange) {
+    write_exchange_marked(out, ex);
+}
+
+/// Offsets, from where [`write_exchange_marked`] began, of the values a
+/// merger of sharded output rewrites (`(start, end)` of the digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marks {
+    pub id: (usize, usize),
+    pub connection: (usize, usize),
+    /// Just inside the warnings array's `[`.
+    pub warnings: usize,
+    /// The connection number in `wireshark_filter`, when it has one.
+    pub filter: Option<(usize, usize)>,
+}
+
+/// [`write_exchange`], saying where it wrote the id, the connection and the
+/// warnings (so that nothing has to search the line for them).
+pub fn write_exchange_marked(out: &mut Vec<u8>, ex: &Exchange) -> Marks {
+    let base = out.len();
+    let span = |out: &Vec<u8>, start: usize| (start - base, out.len() - base);
     let Exchange {
         kind,
         id,
@@ -63,7 +83,9 @@ pub fn write_exchange(out: &mut Vec<u8>, ex: &Exchange) {
     out.extend_from_slice(b"{\"type\":");
     string(out, kind);
     out.extend_from_slice(b",\"id\":");
+    let at = out.len();
     int(out, *id);
+    let id = span(out, at);
     out.extend_from_slice(match transport {
         Transport::Grpc => b",\"transport\":\"grpc\"".as_slice(),
         Transport::Rest => b",\"transport\":\"rest\"".as_slice(),
@@ -73,7 +95,9 @@ pub fn write_exchange(out: &mut Vec<u8>, ex: &Exchange) {
     out.extend_from_slice(b",\"server\":");
     string(out, server);
     out.extend_from_slice(b",\"connection\":");
+    let at = out.len();
     int(out, *connection);
+    let connection = span(out, at);
     out.extend_from_slice(b",\"stream\":");
     opt_int(out, *stream);
     out.extend_from_slice(b",\"request_frames\":");
@@ -154,10 +178,25 @@ pub fn write_exchange(out: &mut Vec<u8>, ex: &Exchange) {
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"warnings\":");
+    let warnings_at = out.len() + 1 - base;
     strings(out, warnings);
     out.extend_from_slice(b",\"wireshark_filter\":");
+    // Past the opening quote; the prefix and digits need no escapes.
+    let filter_at = out.len() + 1 - base;
     string(out, wireshark_filter);
     out.push(b'}');
+    const FILTER_CONN: &str = "tcp.stream eq ";
+    let filter = wireshark_filter.strip_prefix(FILTER_CONN).and_then(|rest| {
+        let n = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let start = filter_at + FILTER_CONN.len();
+        (n > 0).then_some((start, start + n))
+    });
+    Marks {
+        id,
+        connection,
+        warnings: warnings_at,
+        filter,
+    }
 }
 
 fn write_status(out: &mut Vec<u8>, s: &Status) {
