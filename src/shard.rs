@@ -36,8 +36,10 @@ use crate::tfserving::{Exchange, Transport};
 const RETURN_BATCH: usize = 64;
 /// Items per batch sent to the merger.
 const BATCH: usize = 128;
-/// Batches a worker may have in flight before it waits for the merger.
-const IN_FLIGHT: usize = 16;
+/// Batches a worker may have in flight before it waits for the merger. Few:
+/// lines and exchanges in flight are memory that must stay in cache (16 was
+/// 7% slower than 4 on the small-request profile with 2 threads).
+const IN_FLIGHT: usize = 4;
 /// A worker reports its progress at least every this many frames, so the
 /// merger can release other workers' items while this one has none.
 const WATERMARK_EVERY: u32 = 4096;
