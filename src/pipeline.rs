@@ -178,7 +178,7 @@ impl<S: ExchangeSink> Out<S> {
         }
     }
 
-    fn call(&mut self, info: &ConnInfo, call: Call, problem: Option<(&str, bool)>) {
+    fn call(&mut self, info: &ConnInfo, call: Box<Call>, problem: Option<(&str, bool)>) {
         if self.stopped {
             return;
         }

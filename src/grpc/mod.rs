@@ -448,7 +448,9 @@ impl Default for Limits {
 pub struct CallTable {
     conn: u64,
     /// Keyed with a per-process random seed: stream ids come from the capture.
-    open: HashMap<u32, Call, RandomState>,
+    /// Boxed: a call is several hundred bytes, and the table's probing and
+    /// growth move entries.
+    open: HashMap<u32, Box<Call>, RandomState>,
     limits: Limits,
     pub untracked_streams: u64,
     pub goaway: Option<(Dir, u32, u32)>,
@@ -478,13 +480,13 @@ impl CallTable {
             }
             Entry::Vacant(v) => {
                 self.calls_seen += 1;
-                Some(v.insert(Call::new(self.conn, stream, self.limits.messages)))
+                Some(v.insert(Box::new(Call::new(self.conn, stream, self.limits.messages))))
             }
         }
     }
 
     /// Applies one HTTP/2 event; calls that end are handed to `done`.
-    pub fn event(&mut self, ev: Event<'_>, done: &mut impl FnMut(Call)) {
+    pub fn event(&mut self, ev: Event<'_>, done: &mut impl FnMut(Box<Call>)) {
         match ev {
             Event::Headers {
                 stream,
@@ -655,7 +657,7 @@ impl CallTable {
     /// Hands a call over once both directions ended. A response can be seen
     /// before the end of its request: the server may answer early, or the
     /// capture may order packets of the two directions differently.
-    fn complete_if_done(&mut self, stream: u32, done: &mut impl FnMut(Call)) {
+    fn complete_if_done(&mut self, stream: u32, done: &mut impl FnMut(Box<Call>)) {
         if self
             .open
             .get(&stream)
@@ -665,7 +667,7 @@ impl CallTable {
         }
     }
 
-    fn complete(&mut self, stream: u32, done: &mut impl FnMut(Call)) {
+    fn complete(&mut self, stream: u32, done: &mut impl FnMut(Box<Call>)) {
         if let Some(call) = self.open.remove(&stream) {
             done(call);
         }
@@ -673,7 +675,7 @@ impl CallTable {
 
     /// Hands over calls with no activity since `cutoff_ns` (a stuck call on
     /// a connection that keeps carrying other traffic).
-    pub fn expire(&mut self, cutoff_ns: i64, done: &mut impl FnMut(Call)) -> usize {
+    pub fn expire(&mut self, cutoff_ns: i64, done: &mut impl FnMut(Box<Call>)) -> usize {
         let mut ids: Vec<u32> = self
             .open
             .iter()
@@ -695,7 +697,7 @@ impl CallTable {
     }
 
     /// The connection ended: every open call is handed over, in stream order.
-    pub fn close(&mut self, done: &mut impl FnMut(Call)) {
+    pub fn close(&mut self, done: &mut impl FnMut(Box<Call>)) {
         let mut ids: Vec<u32> = self.open.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {

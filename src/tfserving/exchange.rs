@@ -108,7 +108,7 @@ pub struct Exchange {
 
 impl Exchange {
     /// Builds the exchange of a finished gRPC call.
-    pub fn from_grpc(id: u64, conn: &ConnInfo, mut call: Call) -> Exchange {
+    pub fn from_grpc(id: u64, conn: &ConnInfo, mut call: Box<Call>) -> Exchange {
         let mut notes = Vec::new();
         let path = call.request_header(":path").map(str::to_string);
         let mut method = path.as_deref().and_then(Method::from_path);
