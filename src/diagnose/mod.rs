@@ -156,3 +156,58 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::CaptureReader;
+    use crate::pipeline::{Analyzer, Config};
+
+    fn exchanges(fixture: &str) -> Vec<Exchange> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(fixture);
+        let mut out = Vec::new();
+        let mut analyzer = Analyzer::new(Config::default(), |ex: Exchange| {
+            out.push(ex);
+            true
+        });
+        let mut r = CaptureReader::open(&path).expect("open fixture");
+        r.for_each_packet(1, |p, _| analyzer.packet(p));
+        analyzer.finish();
+        drop(analyzer);
+        out
+    }
+
+    /// Diagnoses made from the cache of parsed server messages equal those
+    /// made from a fresh parse, also after the cache has started over.
+    #[test]
+    fn cached_message_parses_give_the_same_diagnoses() {
+        let raw = exchanges("grpc_diagnosis.pcapng");
+        let failed: Vec<&Exchange> = raw
+            .iter()
+            .filter(|e| !e.status.ok && e.status.message.is_some())
+            .collect();
+        assert!(failed.len() >= 3, "{} failures", failed.len());
+        let mut engine = Engine::new(SignatureBook::new());
+        for ex in &raw {
+            engine.book.learn(ex);
+        }
+        let json = |d: &Option<Diagnosis>| serde_json::to_string(d).expect("serialise");
+        for round in 0..3 {
+            for ex in &failed {
+                let mut cached = (*ex).clone();
+                engine.diagnose(&mut cached);
+                let fresh = Some(rules::diagnose(ex, &engine.book));
+                assert_eq!(json(&cached.diagnosis), json(&fresh));
+                assert!(cached.diagnosis.is_some_and(|d| d.category != "other"));
+            }
+            for i in 0..PARSED_KEPT {
+                let mut filler = failed[0].clone();
+                filler.status.message = Some(format!("filler {round} {i}"));
+                engine.diagnose(&mut filler);
+            }
+            assert!(engine.parsed.len() <= PARSED_KEPT);
+        }
+    }
+}
