@@ -13,14 +13,14 @@
 #                   must be byte-identical to -j1 (checked, by SHA-256)
 #   tshark          tshark -r FILE -d tcp.port==8500,http2 -Y grpc -T fields -e grpc.status
 # and prints a Markdown table (also written to bench-data/results.md).
-# Wall time is the best of RUNS runs; peak RSS is /usr/bin/time's maximum
-# resident set size. tshark runs once.
+# Wall time is the best of RUNS rounds (floor, -j1, -jN in turn each round);
+# peak RSS is /usr/bin/time's maximum resident set size. tshark runs once.
 #
 # Environment:
 #   LARGE_MB=1024        size of the large-tensor capture (MiB)
 #   SMALL_PACKETS=5000000  packets in the small-request capture
 #   MSS=1448             TCP segment size of the generated captures
-#   RUNS=3               timed runs per tool (best is reported)
+#   RUNS=3               timed rounds (best is reported per tool)
 #   THREADS=2            threads of the parallel run
 #   TSHARK=1             0 skips tshark (otherwise installed with apt-get if missing)
 #   QUIET_LOAD=          e.g. 0.5: wait (up to 10 min) for the 1-minute load
@@ -116,19 +116,30 @@ measure() {
     rm -f "$tf"
 }
 
-# best CMD...: the best wall time (and its CPU time) and the highest RSS over RUNS runs.
-best() {
-    local best_w= best_c= best_r=0 w r rc c i
+# timed_rounds FILE: RUNS rounds of floor, tfwire -j1, tfwire -jN, one after
+# the other, so that the three see the same machine (a VM's speed drifts over
+# minutes; ratios of rows are what the targets compare). Sets BEST_W/C/R
+# (best wall time, its CPU time, highest RSS) keyed floor, one, many.
+declare -A BEST_W BEST_C BEST_R
+timed_rounds() {
+    local f=$1 i t w r rc c
+    BEST_W=() BEST_C=() BEST_R=()
     for i in $(seq "$RUNS"); do
-        read -r w r rc c < <(measure /dev/null "$@")
-        case $rc in 0 | 1) ;; *) say "$* exited $rc"; exit 1 ;; esac
-        if [ -z "$best_w" ] || awk -v a="$w" -v b="$best_w" 'BEGIN { exit !(a < b) }'; then
-            best_w=$w
-            best_c=$c
-        fi
-        [ "$r" -gt "$best_r" ] && best_r=$r
+        for t in floor one many; do
+            case $t in
+            floor) set -- "$BIN/raw_read" "$f" ;;
+            one) set -- "$BIN/tfwire" analyze --format jsonl --threads 1 "$f" ;;
+            many) set -- "$BIN/tfwire" analyze --format jsonl --threads "$THREADS" "$f" ;;
+            esac
+            read -r w r rc c < <(measure /dev/null "$@")
+            case $rc in 0 | 1) ;; *) say "$* exited $rc"; exit 1 ;; esac
+            if [ -z "${BEST_W[$t]:-}" ] || awk -v a="$w" -v b="${BEST_W[$t]}" 'BEGIN { exit !(a < b) }'; then
+                BEST_W[$t]=$w
+                BEST_C[$t]=$c
+            fi
+            [ "$r" -gt "${BEST_R[$t]:-0}" ] && BEST_R[$t]=$r
+        done
     done
-    echo "$best_w $best_r $best_c"
 }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -167,16 +178,17 @@ for p in "${PROFILES[@]}"; do
     sumn=$("$BIN/tfwire" analyze --format jsonl --threads "$THREADS" "$f" | sha256sum | cut -c1-16 || true)
     [ "$sum1" = "$sumn" ] || { say "$p: -j$THREADS output differs from -j1 ($sumn vs $sum1)"; exit 1; }
 
-    read -r w r c < <(best "$BIN/raw_read" "$f")
+    timed_rounds "$f"
+    w=${BEST_W[floor]} r=${BEST_R[floor]} c=${BEST_C[floor]}
     row "$p" "raw-read floor (pcap-parser)" "$w" "$r" "$size" "$packets" 0 "" "$c"
     floor=$MBS
-    read -r w r c < <(best "$BIN/tfwire" analyze --format jsonl --threads 1 "$f")
+    w=${BEST_W[one]} r=${BEST_R[one]} c=${BEST_C[one]}
     row "$p" "**tfwire analyze --format jsonl -j1**" "$w" "$r" "$size" "$packets" "$floor" "$expect exchanges" "$c"
     mbs=$MBS
     pps=$(awk -v p="$packets" -v w="$w" 'BEGIN { printf "%.2f", p / 1e6 / w }')
     rss=$((r / 1024))
     w1=$w
-    read -r w r c < <(best "$BIN/tfwire" analyze --format jsonl --threads "$THREADS" "$f")
+    w=${BEST_W[many]} r=${BEST_R[many]} c=${BEST_C[many]}
     scale=$(awk -v a="$w1" -v b="$w" 'BEGIN { printf "%.2f", a / b }')
     row "$p" "**tfwire analyze --format jsonl -j$THREADS**" "$w" "$r" "$size" "$packets" "$floor" "same output as -j1 (sha256 $sum1), ${scale}× -j1" "$c"
     rssn=$((r / 1024))
@@ -203,7 +215,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 {
     echo "$(nproc) cores ($CPU), tfwire $REV, $(date -u +%Y-%m-%d); load average $LOAD_START at start, $LOAD_END at end."
-    echo "Captures: \`benches/run.sh\` (LARGE_MB=$LARGE_MB, SMALL_PACKETS=$SMALL_PACKETS, MSS=$MSS${NICE:+, NICE=$NICE}); best of $RUNS runs (tshark: 1), files in the page cache; MB/s and packets/s from wall time."
+    echo "Captures: \`benches/run.sh\` (LARGE_MB=$LARGE_MB, SMALL_PACKETS=$SMALL_PACKETS, MSS=$MSS${NICE:+, NICE=$NICE}); best of $RUNS interleaved rounds (floor, -j1, -j$THREADS in turn; tshark: 1), files in the page cache; MB/s and packets/s from wall time."
     echo
     echo "| profile | tool | wall s | CPU s | MB/s | M packets/s | peak RSS MB | of floor | found |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
