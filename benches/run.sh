@@ -137,7 +137,9 @@ timed_rounds() {
                 BEST_W[$t]=$w
                 BEST_C[$t]=$c
             fi
-            [ "$r" -gt "${BEST_R[$t]:-0}" ] && BEST_R[$t]=$r
+            if [ "$r" -gt "${BEST_R[$t]:-0}" ]; then
+                BEST_R[$t]=$r
+            fi
         done
     done
 }
