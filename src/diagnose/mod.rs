@@ -56,8 +56,11 @@ pub struct Engine {
     parsed: HashMap<String, message::Parsed, foldhash::fast::RandomState>,
 }
 
-/// Distinct server messages kept parsed (then the cache starts over).
+/// Distinct server messages kept parsed (then the cache starts over), and
+/// the longest kept: a capture full of long distinct messages must not hold
+/// megabytes of them.
 const PARSED_KEPT: usize = 1024;
+const PARSED_KEPT_LEN: usize = 1024;
 
 impl Engine {
     pub fn new(book: SignatureBook) -> Self {
@@ -140,7 +143,12 @@ impl Engine {
         if ex.status.ok {
             ex.warnings.extend(rules::warnings(ex, &self.book));
         } else {
+            let fresh;
             let parsed = match ex.status.message.as_deref() {
+                Some(m) if m.len() > PARSED_KEPT_LEN => {
+                    fresh = message::Parsed::of(m);
+                    Some(&fresh)
+                }
                 Some(m) => {
                     if !self.parsed.contains_key(m) {
                         if self.parsed.len() >= PARSED_KEPT {
@@ -209,5 +217,14 @@ mod tests {
             }
             assert!(engine.parsed.len() <= PARSED_KEPT);
         }
+        // A long message is parsed each time, never kept.
+        let before = engine.parsed.len();
+        let mut long = failed[0].clone();
+        let text = failed[0].status.message.clone().unwrap_or_default();
+        long.status.message = Some(format!("{text}{}", " ".repeat(PARSED_KEPT_LEN)));
+        let fresh = Some(rules::diagnose(&long, &engine.book));
+        engine.diagnose(&mut long);
+        assert_eq!(json(&long.diagnosis), json(&fresh));
+        assert_eq!(engine.parsed.len(), before);
     }
 }
