@@ -929,3 +929,24 @@ impl<S: ExchangeSink> FlowSink for State<S> {
         out.sink.connection_closed(conn_id);
     }
 }
+
+/// Every exchange of a committed fixture, straight from the pipeline, for
+/// unit tests.
+#[cfg(test)]
+pub(crate) fn fixture_exchanges(name: &str) -> Vec<Exchange> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    let mut out = Vec::new();
+    let mut analyzer = Analyzer::new(Config::default(), |ex: Exchange| {
+        out.push(ex);
+        true
+    });
+    let Ok(mut r) = crate::capture::CaptureReader::open(&path) else {
+        panic!("fixture {} opens", path.display());
+    };
+    r.for_each_packet(1, |p, _| analyzer.packet(p));
+    analyzer.finish();
+    drop(analyzer);
+    out
+}

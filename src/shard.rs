@@ -777,18 +777,7 @@ mod tests {
     #[test]
     fn spliced_lines_equal_lines_written_whole() {
         use crate::report::json::write_exchange;
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/grpc_basic.pcapng");
-        let mut exchanges = Vec::new();
-        {
-            let mut analyzer = Analyzer::new(Config::default(), |ex: Exchange| {
-                exchanges.push(ex);
-                true
-            });
-            let mut r = CaptureReader::open(&path).expect("open");
-            r.for_each_packet(1, |p, _| analyzer.packet(p));
-            analyzer.finish();
-        }
+        let exchanges = crate::pipeline::fixture_exchanges("grpc_basic.pcapng");
         let ok: Vec<&Exchange> = exchanges.iter().filter(|e| e.status.ok).collect();
         assert!(ok.len() > 5);
         for (i, ex) in ok.into_iter().enumerate() {

@@ -168,24 +168,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::CaptureReader;
-    use crate::pipeline::{Analyzer, Config};
-
-    fn exchanges(fixture: &str) -> Vec<Exchange> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(fixture);
-        let mut out = Vec::new();
-        let mut analyzer = Analyzer::new(Config::default(), |ex: Exchange| {
-            out.push(ex);
-            true
-        });
-        let mut r = CaptureReader::open(&path).expect("open fixture");
-        r.for_each_packet(1, |p, _| analyzer.packet(p));
-        analyzer.finish();
-        drop(analyzer);
-        out
-    }
+    use crate::pipeline::fixture_exchanges as exchanges;
 
     /// Diagnoses made from the cache of parsed server messages equal those
     /// made from a fresh parse, also after the cache has started over.

@@ -357,27 +357,11 @@ impl StatusLine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::CaptureReader;
     use crate::diagnose::SignatureBook;
-    use crate::pipeline::{Analyzer, Config};
 
     /// Real exchanges: grpc_basic.pcapng through the pipeline and the engine.
     fn basic() -> Vec<Exchange> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join("grpc_basic.pcapng");
-        let mut raw = Vec::new();
-        {
-            let mut a = Analyzer::new(Config::default(), |ex: Exchange| {
-                raw.push(ex);
-                true
-            });
-            let Ok(mut r) = CaptureReader::open(&path) else {
-                panic!("fixture {} opens", path.display());
-            };
-            r.for_each_packet(1, |p, _| a.packet(p));
-            a.finish();
-        }
+        let raw = crate::pipeline::fixture_exchanges("grpc_basic.pcapng");
         let mut engine = Engine::new(SignatureBook::new());
         engine.max_waiting = 0;
         let mut out = Vec::new();
