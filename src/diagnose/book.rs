@@ -117,7 +117,9 @@ impl SignatureBook {
         map: &SignatureMap,
         source: Source,
     ) {
-        let m = self.model(model);
+        let Some(m) = self.model(model) else {
+            return;
+        };
         if let Some(v) = version {
             m.versions.insert(v);
         }
@@ -162,7 +164,9 @@ impl SignatureBook {
                 },
             );
         }
-        let m = self.model(model);
+        let Some(m) = self.model(model) else {
+            return;
+        };
         if let Some(v) = version {
             m.versions.insert(v);
         }
@@ -228,11 +232,13 @@ impl SignatureBook {
     }
 
     /// The model's record, made on first sight (allocating its name only then).
-    fn model(&mut self, model: &str) -> &mut Model {
+    /// (Always Some; an Option because the borrow checker cannot yet see
+    /// that a lookup which missed has ended, and traffic must not panic.)
+    fn model(&mut self, model: &str) -> Option<&mut Model> {
         if !self.models.contains_key(model) {
             self.models.insert(model.to_string(), Model::default());
         }
-        self.models.get_mut(model).expect("inserted above")
+        self.models.get_mut(model)
     }
 
     pub fn knows_model(&self, model: &str) -> bool {
