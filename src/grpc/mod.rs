@@ -880,5 +880,40 @@ mod tests {
         assert_eq!(c.response_frames, vec![7]);
         assert_eq!(&c.request.messages[0].data[..], &[8, 1]);
         assert_eq!(t.open_calls(), 0);
+        // The raw text is kept only when it is not a number.
+        assert_eq!(c.status().raw_code, "");
+    }
+
+    /// A grpc-status that is not a number: no code, its text kept, and the
+    /// exchange says so.
+    #[test]
+    fn unparseable_status_keeps_its_text() {
+        let mut block = HeaderBlock::default();
+        for (k, v) in [(":status", "200"), ("grpc-status", " oops ")] {
+            block.push(Some(k.as_bytes()), Some(v.as_bytes()));
+        }
+        let mut call = Call::new(0, 1, MessageLimits::default());
+        call.response_headers = Some(HeaderList::from_fields(&block, None));
+        call.ending = Ending::Completed;
+        let st = call.status();
+        assert_eq!(st.code, None);
+        assert_eq!(st.raw_code, " oops ");
+        let conn = crate::net::ConnInfo {
+            id: 0,
+            client: "10.0.0.1:5000".parse().expect("addr"),
+            server: "10.0.0.2:8500".parse().expect("addr"),
+            roles: crate::net::RoleSource::Handshake,
+            first_frame: 1,
+            first_ts_ns: 0,
+        };
+        let ex = crate::tfserving::Exchange::from_grpc(1, &conn, Box::new(call));
+        assert!(
+            ex.notes
+                .iter()
+                .any(|n| n == "unparseable grpc-status \" oops \""),
+            "{:?}",
+            ex.notes
+        );
+        assert!(!ex.status.ok);
     }
 }
