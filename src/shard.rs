@@ -805,14 +805,7 @@ mod tests {
 
     #[test]
     fn renumbering_rewrites_only_the_connection_of_the_filter() {
-        let conn = crate::net::ConnInfo {
-            id: 3,
-            client: "10.0.0.1:5000".parse().expect("addr"),
-            server: "10.0.0.2:8501".parse().expect("addr"),
-            roles: crate::net::RoleSource::Handshake,
-            first_frame: 1,
-            first_ts_ns: 0,
-        };
+        let conn = crate::net::test_conn(3, "10.0.0.1:5000", "10.0.0.2:8501");
         let mut ex = Exchange::from_rest(1, &conn, None, None);
         assert_eq!(ex.connection, 3);
         ex.wireshark_filter = "tcp.stream eq 3 && frame.number >= 33".into();

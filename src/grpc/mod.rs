@@ -898,14 +898,7 @@ mod tests {
         let st = call.status();
         assert_eq!(st.code, None);
         assert_eq!(st.raw_code, " oops ");
-        let conn = crate::net::ConnInfo {
-            id: 0,
-            client: "10.0.0.1:5000".parse().expect("addr"),
-            server: "10.0.0.2:8500".parse().expect("addr"),
-            roles: crate::net::RoleSource::Handshake,
-            first_frame: 1,
-            first_ts_ns: 0,
-        };
+        let conn = crate::net::test_conn(0, "10.0.0.1:5000", "10.0.0.2:8500");
         let ex = crate::tfserving::Exchange::from_grpc(1, &conn, Box::new(call));
         assert!(
             ex.notes

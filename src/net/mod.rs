@@ -450,6 +450,26 @@ fn add_reassembly_stats(s: &mut NetStats, halves: &[Reassembler; 2]) {
     }
 }
 
+/// A connection between two addresses seen from its handshake, for unit
+/// tests that build exchanges by hand.
+#[cfg(test)]
+pub(crate) fn test_conn(id: u64, client: &str, server: &str) -> ConnInfo {
+    let addr = |a: &str| -> SocketAddr {
+        let Ok(a) = a.parse() else {
+            panic!("{a} is an address");
+        };
+        a
+    };
+    ConnInfo {
+        id,
+        client: addr(client),
+        server: addr(server),
+        roles: RoleSource::Handshake,
+        first_frame: 1,
+        first_ts_ns: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
