@@ -10,9 +10,15 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use pcap_parser::pcapng::Block;
-use pcap_parser::traits::PcapReaderIterator;
-use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
+use std::sync::Arc;
+
+use pcap_parser::nom;
+use pcap_parser::pcap::{
+    parse_pcap_frame, parse_pcap_frame_be, parse_pcap_frame_modified, parse_pcap_header,
+    LegacyPcapBlock, PcapHeader,
+};
+use pcap_parser::pcapng::{parse_block_be, parse_block_le, Block};
+use pcap_parser::{PcapBlockOwned, PcapError};
 
 mod linktype;
 
@@ -77,23 +83,97 @@ struct Interface {
     offset_s: i64,
 }
 
-/// Initial read buffer; grown on demand up to `MAX_BLOCK` for jumbo records.
-/// Small enough to stay in the core's L2 cache between the read and the walk
-/// (1 MiB and 256 KiB measured alike; both beat a memory map, whose page
-/// mapping and release cost more in the kernel than `read` copying).
-const INITIAL_BUFFER: usize = 256 << 10;
+/// Bytes read at a time: small enough to stay in the core's cache between the
+/// read and the walk (1 MiB and 256 KiB measured alike, and both beat a
+/// memory map, whose page mapping and release cost the kernel more than
+/// `read` copying). A record larger than this gets a chunk of its own.
+const CHUNK: usize = 256 << 10;
 /// Largest single block accepted. pcapng blocks are at most 2^32 bytes by
 /// format, but no real capture has a record near this; a larger one is corrupt.
 const MAX_BLOCK: usize = 256 << 20;
 
+/// A piece of the input as read, shared with the threads that analyse its
+/// packets (see `shard`).
+pub type Chunk = Arc<Bytes>;
+
+/// Bytes read into a buffer that is zeroed once, when allocated: reads go
+/// into its spare room without clearing it again.
+#[derive(Default)]
+pub struct Bytes {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Bytes {
+    fn with_room(n: usize) -> Bytes {
+        Bytes {
+            buf: vec![0; n],
+            len: 0,
+        }
+    }
+
+    fn room(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        let end = self.len + data.len();
+        if end > self.buf.len() {
+            self.buf.resize(end, 0);
+        }
+        self.buf[self.len..end].copy_from_slice(data);
+        self.len = end;
+    }
+
+    /// Keeps `from..` and moves it to the front.
+    fn keep_tail(&mut self, from: usize) {
+        self.buf.copy_within(from..self.len, 0);
+        self.len -= from;
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+type LegacyParse = fn(&[u8]) -> nom::IResult<&[u8], LegacyPcapBlock<'_>, PcapError<&[u8]>>;
+
+enum Format {
+    /// Classic pcap; the file header is handed out once as a block.
+    Legacy {
+        header: Option<PcapHeader>,
+        parse: LegacyParse,
+    },
+    /// pcapng; the byte order follows the current section.
+    Ng { big_endian: bool },
+}
+
 /// Reads one capture (file or stream) and hands out its packets.
 pub struct CaptureReader<'r> {
     name: String,
-    inner: Box<dyn PcapReaderIterator + Send + 'r>,
-    capacity: usize,
+    input: Box<dyn Read + Send + 'r>,
+    /// A regular file is read until each chunk is full; a pipe is handed on
+    /// after every read, so output keeps up with a live writer.
+    fill: bool,
+    format: Format,
+    /// The chunk being walked, and the start of its first unwalked record.
+    chunk: Chunk,
+    pos: usize,
+    eof: bool,
     blocks: Blocks,
     /// Bytes of the input consumed so far (for progress).
     consumed: u64,
+}
+
+/// Why the walk of a chunk stopped.
+enum Stop {
+    /// The chunk's records are all walked (a partial one waits at `pos`).
+    Refill,
+    /// The input ended, or reading stops here (`stats().cut_short` says why).
+    End,
 }
 
 impl<'r> CaptureReader<'r> {
@@ -101,40 +181,85 @@ impl<'r> CaptureReader<'r> {
     pub fn open(path: &Path) -> Result<CaptureReader<'static>, CaptureError> {
         let name = path.display().to_string();
         if name == "-" {
-            return CaptureReader::from_reader(name, io::stdin());
+            let fill = is_regular(&std::fs::metadata("/dev/stdin").ok());
+            return CaptureReader::with_input(name, Box::new(io::stdin()), fill);
         }
         let file = File::open(path).map_err(|err| CaptureError::Io {
             path: name.clone(),
             err,
         })?;
-        CaptureReader::from_reader(name, file)
+        let fill = is_regular(&file.metadata().ok());
+        CaptureReader::with_input(name, Box::new(file), fill)
     }
 
+    /// Reads a stream (handed on after every read, like a pipe).
     pub fn from_reader<R: Read + Send + 'r>(
         name: String,
         reader: R,
     ) -> Result<CaptureReader<'r>, CaptureError> {
-        // pcap-parser's first read may return a short count on pipes; make sure
-        // the magic and the first header are in the buffer before it sniffs them.
-        let reader = FillFirst::new(reader, 64);
-        let inner = match create_reader(INITIAL_BUFFER, reader) {
-            Ok(r) => r,
-            Err(PcapError::Eof) => return Err(CaptureError::Empty { path: name }),
-            Err(PcapError::ReadError) => {
-                return Err(CaptureError::Io {
-                    path: name,
-                    err: io::Error::other("read failed"),
-                })
+        CaptureReader::with_input(name, Box::new(reader), false)
+    }
+
+    fn with_input(
+        name: String,
+        mut input: Box<dyn Read + Send + 'r>,
+        fill: bool,
+    ) -> Result<CaptureReader<'r>, CaptureError> {
+        let mut first = Bytes::with_room(CHUNK);
+        // The magic and the legacy file header (24 bytes) decide the format.
+        let mut eof = false;
+        while first.len() < 24 && !eof {
+            eof = read_more(&mut input, &mut first).map_err(|err| CaptureError::Io {
+                path: name.clone(),
+                err,
+            })? == 0;
+        }
+        if first.is_empty() {
+            return Err(CaptureError::Empty { path: name });
+        }
+        let (format, pos) = if section_header_len(&first).is_some() {
+            (Format::Ng { big_endian: false }, 0)
+        } else {
+            match parse_pcap_header(&first) {
+                Ok((_, header)) => {
+                    let parse: LegacyParse = if header.is_modified_format() {
+                        parse_pcap_frame_modified
+                    } else if header.is_bigendian() {
+                        parse_pcap_frame_be
+                    } else {
+                        parse_pcap_frame
+                    };
+                    (
+                        Format::Legacy {
+                            header: Some(header),
+                            parse,
+                        },
+                        0,
+                    )
+                }
+                Err(_) => return Err(CaptureError::NotACapture { path: name }),
             }
-            Err(_) => return Err(CaptureError::NotACapture { path: name }),
         };
-        Ok(CaptureReader {
+        let mut reader = CaptureReader {
             name,
-            inner,
-            capacity: INITIAL_BUFFER,
+            input,
+            fill,
+            format,
+            chunk: Arc::new(first),
+            pos,
+            eof,
             blocks: Blocks::default(),
             consumed: 0,
-        })
+        };
+        if reader.fill && !reader.eof {
+            // Finish the first chunk as every later one is read.
+            let mut first = std::mem::take(&mut reader.chunk);
+            if let Some(v) = Arc::get_mut(&mut first) {
+                reader.eof = reader.top_up(v);
+            }
+            reader.chunk = first;
+        }
+        Ok(reader)
     }
 
     pub fn name(&self) -> &str {
@@ -159,84 +284,211 @@ impl<'r> CaptureReader<'r> {
         first_frame: u64,
         mut on_packet: impl FnMut(&Packet<'_>, u64),
     ) -> u64 {
-        let inner = &mut self.inner;
+        self.for_each_shared_packet(first_frame, |_, p, _, consumed| on_packet(p, consumed))
+    }
+
+    /// Like `for_each_packet`, with the chunk that holds each packet and
+    /// where in it the packet's bytes start, so other threads can be handed
+    /// the packet without a copy.
+    pub fn for_each_shared_packet(
+        &mut self,
+        first_frame: u64,
+        mut on_packet: impl FnMut(&Chunk, &Packet<'_>, usize, u64),
+    ) -> u64 {
         let mut frame = first_frame;
         loop {
-            let offset = match inner.next() {
-                Ok((offset, block)) => {
-                    if let Some(p) = self.blocks.packet(block, frame) {
-                        frame += 1;
-                        on_packet(&p, self.consumed);
+            match self.walk(&mut frame, &mut on_packet) {
+                Stop::End => return frame,
+                Stop::Refill => {
+                    if !self.refill() {
+                        return frame;
                     }
-                    offset
                 }
-                Err(PcapError::Eof) => break,
-                // The next record is not all in the buffer (pcap-parser says
-                // BufferTooSmall when it would not fit in it either).
-                Err(PcapError::Incomplete(_) | PcapError::BufferTooSmall) => {
-                    if self
-                        .blocks
-                        .claimed_len(inner.data())
-                        .is_some_and(|n| n > MAX_BLOCK)
-                    {
-                        self.blocks.stats.cut_short = Some(format!(
-                            "record larger than {} MiB; stopped reading",
-                            MAX_BLOCK >> 20
-                        ));
-                        break;
+            }
+        }
+    }
+
+    /// Walks the whole records of the current chunk.
+    fn walk(
+        &mut self,
+        frame: &mut u64,
+        on_packet: &mut impl FnMut(&Chunk, &Packet<'_>, usize, u64),
+    ) -> Stop {
+        let chunk = &self.chunk;
+        let base = chunk.as_ptr() as usize;
+        loop {
+            let data = &chunk[self.pos..];
+            let parsed = match &mut self.format {
+                Format::Legacy { header, parse } => {
+                    if let Some(h) = header.take() {
+                        let len = h.size();
+                        self.blocks.packet(PcapBlockOwned::from(h), *frame);
+                        self.pos += len;
+                        self.consumed += len as u64;
+                        continue;
                     }
-                    if inner.reader_exhausted() {
-                        let left = inner.data().len();
-                        if left > 0 {
-                            self.blocks.stats.cut_short = Some(format!(
-                                "file ends inside a record ({left} trailing bytes ignored)"
-                            ));
+                    if data.is_empty() {
+                        return self.ran_out(0);
+                    }
+                    parse(data).map(|(rem, b)| (rem, PcapBlockOwned::from(b)))
+                }
+                Format::Ng { big_endian } => {
+                    if data.is_empty() {
+                        return self.ran_out(0);
+                    }
+                    let parse = if *big_endian {
+                        parse_block_be
+                    } else {
+                        parse_block_le
+                    };
+                    parse(data).map(|(rem, b)| {
+                        if let Block::SectionHeader(shb) = &b {
+                            *big_endian = shb.big_endian();
                         }
-                        break;
-                    }
-                    // A block larger than the buffer: grow, otherwise read
-                    // more. The buffer grows only once it is full, so memory
-                    // follows the bytes actually there, not what a header claims.
-                    if inner.position() == 0 && inner.data().len() >= self.capacity {
-                        if self.capacity >= MAX_BLOCK || !inner.grow(self.capacity * 2) {
-                            self.blocks.stats.cut_short = Some(format!(
-                                "record larger than {} MiB; stopped reading",
-                                MAX_BLOCK >> 20
-                            ));
-                            break;
-                        }
-                        self.capacity *= 2;
-                    }
-                    if inner.refill().is_err() {
-                        self.blocks.stats.cut_short = Some("read error".to_string());
-                        break;
-                    }
-                    continue;
+                        (rem, PcapBlockOwned::from(b))
+                    })
                 }
-                Err(PcapError::UnexpectedEof) => {
-                    self.blocks.stats.cut_short = Some(format!(
-                        "file ends inside a record ({} trailing bytes ignored)",
-                        inner.data().len()
-                    ));
-                    break;
+            };
+            match parsed {
+                Ok((rem, block)) => {
+                    let len = data.len() - rem.len();
+                    if len > MAX_BLOCK {
+                        return self.too_large();
+                    }
+                    if let Some(p) = self.blocks.packet(block, *frame) {
+                        *frame += 1;
+                        let at = p.data.as_ptr() as usize - base;
+                        on_packet(chunk, &p, at, self.consumed);
+                    }
+                    self.pos += len;
+                    self.consumed += len as u64;
                 }
-                Err(PcapError::ReadError) => {
-                    self.blocks.stats.cut_short = Some("read error".to_string());
-                    break;
+                Err(nom::Err::Incomplete(_)) => {
+                    let left = data.len();
+                    return self.ran_out(left);
                 }
-                Err(e) => {
+                Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
                     self.blocks.stats.cut_short = Some(format!(
                         "corrupt record after byte {} ({}); stopped reading",
                         self.consumed,
                         describe(&e)
                     ));
-                    break;
+                    return Stop::End;
                 }
-            };
-            self.consumed += offset as u64;
-            inner.consume(offset);
+            }
         }
-        frame
+    }
+
+    /// The chunk holds no further whole record; `left` bytes of one remain.
+    fn ran_out(&mut self, left: usize) -> Stop {
+        if left > 0 {
+            let claimed = self.blocks.claimed_len(&self.chunk[self.pos..]);
+            if claimed.is_some_and(|n| n > MAX_BLOCK) {
+                return self.too_large();
+            }
+        }
+        if !self.eof {
+            return Stop::Refill;
+        }
+        if left > 0 {
+            self.blocks.stats.cut_short = Some(format!(
+                "file ends inside a record ({left} trailing bytes ignored)"
+            ));
+        }
+        Stop::End
+    }
+
+    fn too_large(&mut self) -> Stop {
+        self.blocks.stats.cut_short = Some(format!(
+            "record larger than {} MiB; stopped reading",
+            MAX_BLOCK >> 20
+        ));
+        Stop::End
+    }
+
+    /// Starts the next chunk with the unwalked tail of this one (part of a
+    /// record) and reads more. A tail over half a chunk gets twice its size,
+    /// so a large record takes a few doublings, and memory follows the bytes
+    /// actually there, not what a header claims. False when reading fails
+    /// (recorded).
+    fn refill(&mut self) -> bool {
+        let tail_len = self.chunk.len() - self.pos;
+        if tail_len > MAX_BLOCK {
+            self.too_large();
+            return false;
+        }
+        let room = CHUNK.max(tail_len * 2);
+        let old = std::mem::take(&mut self.chunk);
+        let mut next = match Arc::try_unwrap(old) {
+            // Nobody else holds the old chunk: reuse its memory.
+            Ok(mut v) if v.room() >= room || (self.pos == 0 && v.room() > v.len) => {
+                v.keep_tail(self.pos);
+                v
+            }
+            Ok(v) => {
+                let mut n = Bytes::with_room(room);
+                n.push(&v[self.pos..]);
+                n
+            }
+            Err(shared) => {
+                let mut n = Bytes::with_room(room);
+                n.push(&shared[self.pos..]);
+                n
+            }
+        };
+        self.pos = 0;
+        let result = if self.fill {
+            Ok(self.top_up(&mut next))
+        } else {
+            read_more(&mut self.input, &mut next).map(|n| n == 0)
+        };
+        self.chunk = Arc::new(next);
+        match result {
+            Ok(eof) => {
+                self.eof = eof;
+                true
+            }
+            Err(_) => {
+                self.blocks.stats.cut_short = Some("read error".to_string());
+                false
+            }
+        }
+    }
+
+    /// Reads until `buf` is full or the input ends; true at the end.
+    fn top_up(&mut self, buf: &mut Bytes) -> bool {
+        while buf.len < buf.room() {
+            match read_more(&mut self.input, buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(_) => {
+                    self.blocks.stats.cut_short = Some("read error".to_string());
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+fn is_regular(meta: &Option<std::fs::Metadata>) -> bool {
+    meta.as_ref().is_some_and(|m| m.is_file())
+}
+
+/// One `read` into the room left in `buf`; 0 at the end (or when full).
+fn read_more(input: &mut impl Read, buf: &mut Bytes) -> io::Result<usize> {
+    if buf.len == buf.room() {
+        return Ok(0);
+    }
+    loop {
+        match input.read(&mut buf.buf[buf.len..]) {
+            Ok(n) => {
+                buf.len += n;
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -417,43 +669,6 @@ fn describe(e: &PcapError<&[u8]>) -> String {
     }
 }
 
-/// Makes the very first `read` return at least `min` bytes, and all of a
-/// pcapng Section Header Block (or everything, if the input is shorter), so
-/// format sniffing works on pipes that deliver data in small pieces: the
-/// pcapng check parses the whole SHB, which dumpcap makes ~170 bytes long
-/// with its options. Later reads pass straight through.
-struct FillFirst<R> {
-    inner: R,
-    min: usize,
-    first: bool,
-}
-
-impl<R> FillFirst<R> {
-    fn new(inner: R, min: usize) -> Self {
-        FillFirst {
-            inner,
-            min,
-            first: true,
-        }
-    }
-}
-
-impl<R: Read> FillFirst<R> {
-    /// Reads into `buf[got..]` until `want` bytes are there or the input ends.
-    fn fill(&mut self, buf: &mut [u8], mut got: usize, want: usize) -> io::Result<usize> {
-        let want = want.min(buf.len());
-        while got < want {
-            match self.inner.read(&mut buf[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(got)
-    }
-}
-
 /// Total length of the pcapng Section Header Block that `head` starts with.
 fn section_header_len(head: &[u8]) -> Option<usize> {
     let h: &[u8; 12] = head.get(..12)?.try_into().ok()?;
@@ -467,20 +682,6 @@ fn section_header_len(head: &[u8]) -> Option<usize> {
         _ => return None,
     };
     usize::try_from(len).ok()
-}
-
-impl<R: Read> Read for FillFirst<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.first {
-            return self.inner.read(buf);
-        }
-        self.first = false;
-        let got = self.fill(buf, 0, self.min)?;
-        match section_header_len(&buf[..got]) {
-            Some(shb) if shb > got => self.fill(buf, got, shb),
-            _ => Ok(got),
-        }
-    }
 }
 
 #[cfg(test)]
