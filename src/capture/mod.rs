@@ -10,8 +10,6 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use std::sync::Arc;
-
 use pcap_parser::nom;
 use pcap_parser::pcap::{
     parse_pcap_frame, parse_pcap_frame_be, parse_pcap_frame_modified, parse_pcap_header,
@@ -92,14 +90,10 @@ const CHUNK: usize = 256 << 10;
 /// format, but no real capture has a record near this; a larger one is corrupt.
 const MAX_BLOCK: usize = 256 << 20;
 
-/// A piece of the input as read, shared with the threads that analyse its
-/// packets (see `shard`).
-pub type Chunk = Arc<Bytes>;
-
-/// Bytes read into a buffer that is zeroed once, when allocated: reads go
-/// into its spare room without clearing it again.
+/// A piece of the input as read: bytes in a buffer that is zeroed once, when
+/// allocated; reads go into its spare room without clearing it again.
 #[derive(Default)]
-pub struct Bytes {
+struct Bytes {
     buf: Vec<u8>,
     len: usize,
 }
@@ -160,7 +154,7 @@ pub struct CaptureReader<'r> {
     fill: bool,
     format: Format,
     /// The chunk being walked, and the start of its first unwalked record.
-    chunk: Chunk,
+    chunk: Bytes,
     pos: usize,
     eof: bool,
     blocks: Blocks,
@@ -245,7 +239,7 @@ impl<'r> CaptureReader<'r> {
             input,
             fill,
             format,
-            chunk: Arc::new(first),
+            chunk: first,
             pos,
             eof,
             blocks: Blocks::default(),
@@ -254,9 +248,7 @@ impl<'r> CaptureReader<'r> {
         if reader.fill && !reader.eof {
             // Finish the first chunk as every later one is read.
             let mut first = std::mem::take(&mut reader.chunk);
-            if let Some(v) = Arc::get_mut(&mut first) {
-                reader.eof = reader.top_up(v);
-            }
+            reader.eof = reader.top_up(&mut first);
             reader.chunk = first;
         }
         Ok(reader)
@@ -284,17 +276,6 @@ impl<'r> CaptureReader<'r> {
         first_frame: u64,
         mut on_packet: impl FnMut(&Packet<'_>, u64),
     ) -> u64 {
-        self.for_each_shared_packet(first_frame, |_, p, _, consumed| on_packet(p, consumed))
-    }
-
-    /// Like `for_each_packet`, with the chunk that holds each packet and
-    /// where in it the packet's bytes start, so other threads can be handed
-    /// the packet without a copy.
-    pub fn for_each_shared_packet(
-        &mut self,
-        first_frame: u64,
-        mut on_packet: impl FnMut(&Chunk, &Packet<'_>, usize, u64),
-    ) -> u64 {
         let mut frame = first_frame;
         loop {
             match self.walk(&mut frame, &mut on_packet) {
@@ -309,13 +290,8 @@ impl<'r> CaptureReader<'r> {
     }
 
     /// Walks the whole records of the current chunk.
-    fn walk(
-        &mut self,
-        frame: &mut u64,
-        on_packet: &mut impl FnMut(&Chunk, &Packet<'_>, usize, u64),
-    ) -> Stop {
+    fn walk(&mut self, frame: &mut u64, on_packet: &mut impl FnMut(&Packet<'_>, u64)) -> Stop {
         let chunk = &self.chunk;
-        let base = chunk.as_ptr() as usize;
         loop {
             let data = &chunk[self.pos..];
             let parsed = match &mut self.format {
@@ -357,8 +333,7 @@ impl<'r> CaptureReader<'r> {
                     }
                     if let Some(p) = self.blocks.packet(block, *frame) {
                         *frame += 1;
-                        let at = p.data.as_ptr() as usize - base;
-                        on_packet(chunk, &p, at, self.consumed);
+                        on_packet(&p, self.consumed);
                     }
                     self.pos += len;
                     self.consumed += len as u64;
@@ -418,31 +393,21 @@ impl<'r> CaptureReader<'r> {
             return false;
         }
         let room = CHUNK.max(tail_len * 2);
-        let old = std::mem::take(&mut self.chunk);
-        let mut next = match Arc::try_unwrap(old) {
-            // Nobody else holds the old chunk: reuse its memory.
-            Ok(mut v) if v.room() >= room || (self.pos == 0 && v.room() > v.len) => {
-                v.keep_tail(self.pos);
-                v
-            }
-            Ok(v) => {
-                let mut n = Bytes::with_room(room);
-                n.push(&v[self.pos..]);
-                n
-            }
-            Err(shared) => {
-                let mut n = Bytes::with_room(room);
-                n.push(&shared[self.pos..]);
-                n
-            }
-        };
+        let mut next = std::mem::take(&mut self.chunk);
+        if next.room() >= room || (self.pos == 0 && next.room() > next.len) {
+            next.keep_tail(self.pos);
+        } else {
+            let mut bigger = Bytes::with_room(room);
+            bigger.push(&next[self.pos..]);
+            next = bigger;
+        }
         self.pos = 0;
         let result = if self.fill {
             Ok(self.top_up(&mut next))
         } else {
             read_more(&mut self.input, &mut next).map(|n| n == 0)
         };
-        self.chunk = Arc::new(next);
+        self.chunk = next;
         match result {
             Ok(eof) => {
                 self.eof = eof;
