@@ -614,10 +614,11 @@ fn packet_of<'b>(
 /// Whole seconds plus a fraction in `iface.resolution` units → ns since epoch.
 fn ts_from_parts(secs: u64, frac: u64, iface: &Interface) -> i64 {
     let res = iface.resolution.max(1);
-    let frac_ns = if res == 1_000_000_000 {
-        frac
-    } else {
-        (u128::from(frac) * 1_000_000_000 / u128::from(res)) as u64
+    let frac_ns = match res {
+        1_000_000_000 => frac,
+        // Microseconds, the classic pcap default: no 128-bit division per packet.
+        1_000_000 => frac.saturating_mul(1_000),
+        _ => (u128::from(frac) * 1_000_000_000 / u128::from(res)) as u64,
     };
     let secs = (secs as i64).saturating_add(iface.offset_s);
     secs.saturating_mul(1_000_000_000)
