@@ -152,11 +152,18 @@ pub struct CaptureReader<'r> {
     /// A regular file is read until each chunk is full; a pipe is handed on
     /// after every read, so output keeps up with a live writer.
     fill: bool,
-    format: Format,
+    /// The file again, for reading chunks at given offsets (shared reading).
+    file: Option<File>,
     /// The chunk being walked, and the start of its first unwalked record.
     chunk: Bytes,
     pos: usize,
     eof: bool,
+    walker: Walker,
+}
+
+/// Record parsing, wherever the records' bytes are.
+struct Walker {
+    format: Format,
     blocks: Blocks,
     /// Bytes of the input consumed so far (for progress).
     consumed: u64,
@@ -168,6 +175,22 @@ enum Stop {
     Refill,
     /// The input ended, or reading stops here (`stats().cut_short` says why).
     End,
+}
+
+/// Why a walk over some bytes stopped.
+enum Walked {
+    /// No whole record left; a partial one (or nothing) from `pos`.
+    Partial,
+    /// Corrupt or oversized: reading stops (recorded).
+    Cut,
+}
+
+/// What `for_each_shared_packet` reports.
+pub enum Event<'p, 'c> {
+    /// A packet, and the input bytes consumed before it.
+    Packet(&'p Packet<'c>, u64),
+    /// The reader is about to wait for another thread's read.
+    Waiting,
 }
 
 impl<'r> CaptureReader<'r> {
@@ -183,7 +206,10 @@ impl<'r> CaptureReader<'r> {
             err,
         })?;
         let fill = is_regular(&file.metadata().ok());
-        CaptureReader::with_input(name, Box::new(file), fill)
+        let again = if fill { file.try_clone().ok() } else { None };
+        let mut reader = CaptureReader::with_input(name, Box::new(file), fill)?;
+        reader.file = again;
+        Ok(reader)
     }
 
     /// Reads a stream (handed on after every read, like a pipe).
@@ -238,12 +264,15 @@ impl<'r> CaptureReader<'r> {
             name,
             input,
             fill,
-            format,
+            file: None,
             chunk: first,
             pos,
             eof,
-            blocks: Blocks::default(),
-            consumed: 0,
+            walker: Walker {
+                format,
+                blocks: Blocks::default(),
+                consumed: 0,
+            },
         };
         if reader.fill && !reader.eof {
             // Finish the first chunk as every later one is read.
@@ -259,12 +288,12 @@ impl<'r> CaptureReader<'r> {
     }
 
     pub fn stats(&self) -> &CaptureStats {
-        &self.blocks.stats
+        &self.walker.blocks.stats
     }
 
     /// Bytes of input consumed so far.
     pub fn consumed(&self) -> u64 {
-        self.consumed
+        self.walker.consumed
     }
 
     /// Calls `on_packet` for every packet (with the input bytes consumed before
@@ -278,7 +307,15 @@ impl<'r> CaptureReader<'r> {
     ) -> u64 {
         let mut frame = first_frame;
         loop {
-            match self.walk(&mut frame, &mut on_packet) {
+            let stop =
+                match self
+                    .walker
+                    .walk(&self.chunk, &mut self.pos, &mut frame, &mut on_packet)
+                {
+                    Walked::Cut => Stop::End,
+                    Walked::Partial => self.ran_out(self.chunk.len() - self.pos),
+                };
+            match stop {
                 Stop::End => return frame,
                 Stop::Refill => {
                     if !self.refill() {
@@ -289,95 +326,19 @@ impl<'r> CaptureReader<'r> {
         }
     }
 
-    /// Walks the whole records of the current chunk.
-    fn walk(&mut self, frame: &mut u64, on_packet: &mut impl FnMut(&Packet<'_>, u64)) -> Stop {
-        let chunk = &self.chunk;
-        loop {
-            let data = &chunk[self.pos..];
-            let parsed = match &mut self.format {
-                Format::Legacy { header, parse } => {
-                    if let Some(h) = header.take() {
-                        let len = h.size();
-                        self.blocks.packet(PcapBlockOwned::from(h), *frame);
-                        self.pos += len;
-                        self.consumed += len as u64;
-                        continue;
-                    }
-                    if data.is_empty() {
-                        return self.ran_out(0);
-                    }
-                    parse(data).map(|(rem, b)| (rem, PcapBlockOwned::from(b)))
-                }
-                Format::Ng { big_endian } => {
-                    if data.is_empty() {
-                        return self.ran_out(0);
-                    }
-                    let parse = if *big_endian {
-                        parse_block_be
-                    } else {
-                        parse_block_le
-                    };
-                    parse(data).map(|(rem, b)| {
-                        if let Block::SectionHeader(shb) = &b {
-                            *big_endian = shb.big_endian();
-                        }
-                        (rem, PcapBlockOwned::from(b))
-                    })
-                }
-            };
-            match parsed {
-                Ok((rem, block)) => {
-                    let len = data.len() - rem.len();
-                    if len > MAX_BLOCK {
-                        return self.too_large();
-                    }
-                    if let Some(p) = self.blocks.packet(block, *frame) {
-                        *frame += 1;
-                        on_packet(&p, self.consumed);
-                    }
-                    self.pos += len;
-                    self.consumed += len as u64;
-                }
-                Err(nom::Err::Incomplete(_)) => {
-                    let left = data.len();
-                    return self.ran_out(left);
-                }
-                Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
-                    self.blocks.stats.cut_short = Some(format!(
-                        "corrupt record after byte {} ({}); stopped reading",
-                        self.consumed,
-                        describe(&e)
-                    ));
-                    return Stop::End;
-                }
-            }
-        }
-    }
-
     /// The chunk holds no further whole record; `left` bytes of one remain.
     fn ran_out(&mut self, left: usize) -> Stop {
         if left > 0 {
-            let claimed = self.blocks.claimed_len(&self.chunk[self.pos..]);
+            let claimed = self.walker.blocks.claimed_len(&self.chunk[self.pos..]);
             if claimed.is_some_and(|n| n > MAX_BLOCK) {
-                return self.too_large();
+                self.walker.too_large();
+                return Stop::End;
             }
         }
         if !self.eof {
             return Stop::Refill;
         }
-        if left > 0 {
-            self.blocks.stats.cut_short = Some(format!(
-                "file ends inside a record ({left} trailing bytes ignored)"
-            ));
-        }
-        Stop::End
-    }
-
-    fn too_large(&mut self) -> Stop {
-        self.blocks.stats.cut_short = Some(format!(
-            "record larger than {} MiB; stopped reading",
-            MAX_BLOCK >> 20
-        ));
+        self.walker.ended_inside(&self.chunk[self.pos..]);
         Stop::End
     }
 
@@ -389,7 +350,7 @@ impl<'r> CaptureReader<'r> {
     fn refill(&mut self) -> bool {
         let tail_len = self.chunk.len() - self.pos;
         if tail_len > MAX_BLOCK {
-            self.too_large();
+            self.walker.too_large();
             return false;
         }
         let room = CHUNK.max(tail_len * 2);
@@ -414,7 +375,7 @@ impl<'r> CaptureReader<'r> {
                 true
             }
             Err(_) => {
-                self.blocks.stats.cut_short = Some("read error".to_string());
+                self.walker.blocks.stats.cut_short = Some("read error".to_string());
                 false
             }
         }
@@ -427,12 +388,104 @@ impl<'r> CaptureReader<'r> {
                 Ok(0) => return true,
                 Ok(_) => {}
                 Err(_) => {
-                    self.blocks.stats.cut_short = Some("read error".to_string());
+                    self.walker.blocks.stats.cut_short = Some("read error".to_string());
                     return true;
                 }
             }
         }
         false
+    }
+}
+
+impl Walker {
+    /// Walks the whole records in `data` from `pos` on.
+    fn walk(
+        &mut self,
+        data: &[u8],
+        pos: &mut usize,
+        frame: &mut u64,
+        on_packet: &mut impl FnMut(&Packet<'_>, u64),
+    ) -> Walked {
+        loop {
+            let rest = &data[*pos..];
+            let parsed = match &mut self.format {
+                Format::Legacy { header, parse } => {
+                    if let Some(h) = header.take() {
+                        let len = h.size();
+                        self.blocks.packet(PcapBlockOwned::from(h), *frame);
+                        *pos += len;
+                        self.consumed += len as u64;
+                        continue;
+                    }
+                    if rest.is_empty() {
+                        return Walked::Partial;
+                    }
+                    parse(rest).map(|(rem, b)| (rem, PcapBlockOwned::from(b)))
+                }
+                Format::Ng { big_endian } => {
+                    if rest.is_empty() {
+                        return Walked::Partial;
+                    }
+                    let parse = if *big_endian {
+                        parse_block_be
+                    } else {
+                        parse_block_le
+                    };
+                    parse(rest).map(|(rem, b)| {
+                        if let Block::SectionHeader(shb) = &b {
+                            *big_endian = shb.big_endian();
+                        }
+                        (rem, PcapBlockOwned::from(b))
+                    })
+                }
+            };
+            match parsed {
+                Ok((rem, block)) => {
+                    let len = rest.len() - rem.len();
+                    if len > MAX_BLOCK {
+                        self.too_large();
+                        return Walked::Cut;
+                    }
+                    if let Some(p) = self.blocks.packet(block, *frame) {
+                        *frame += 1;
+                        on_packet(&p, self.consumed);
+                    }
+                    *pos += len;
+                    self.consumed += len as u64;
+                }
+                Err(nom::Err::Incomplete(_)) => return Walked::Partial,
+                Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
+                    self.blocks.stats.cut_short = Some(format!(
+                        "corrupt record after byte {} ({}); stopped reading",
+                        self.consumed,
+                        describe(&e)
+                    ));
+                    return Walked::Cut;
+                }
+            }
+        }
+    }
+
+    fn too_large(&mut self) {
+        self.blocks.stats.cut_short = Some(format!(
+            "record larger than {} MiB; stopped reading",
+            MAX_BLOCK >> 20
+        ));
+    }
+
+    /// The input ended with `tail`, part of a record.
+    fn ended_inside(&mut self, tail: &[u8]) {
+        if tail.is_empty() {
+            return;
+        }
+        if self.blocks.claimed_len(tail).is_some_and(|n| n > MAX_BLOCK) {
+            self.too_large();
+        } else {
+            self.blocks.stats.cut_short = Some(format!(
+                "file ends inside a record ({} trailing bytes ignored)",
+                tail.len()
+            ));
+        }
     }
 }
 
