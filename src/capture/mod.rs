@@ -919,6 +919,25 @@ mod tests {
         );
     }
 
+    /// Records of every size straddle the 256 KiB chunk boundaries of a
+    /// file at varied offsets: file and trickled stream see the same packets.
+    #[test]
+    fn records_straddling_chunk_boundaries() {
+        let mut v = legacy_header(0xa1b2_c3d4, 1);
+        let mut want = Vec::new();
+        let mut size = 1usize;
+        for i in 0..1200u32 {
+            size = (size * 7 + 13) % 2100;
+            let data: Vec<u8> = (0..size).map(|b| (b as u32 ^ i) as u8).collect();
+            legacy_record(&mut v, i, 0, &data, size as u32);
+            want.push((u64::from(i) + 1, i64::from(i) * 1_000_000_000, 1, size));
+        }
+        assert!(v.len() > 4 * CHUNK, "{} bytes", v.len());
+        let (p, st) = read_all(v);
+        assert_eq!(p, want);
+        assert_eq!(st.cut_short, None);
+    }
+
     #[test]
     fn not_a_capture() {
         let r = CaptureReader::from_reader(
