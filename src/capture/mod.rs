@@ -15,7 +15,7 @@ use pcap_parser::pcap::{
     parse_pcap_frame, parse_pcap_frame_be, parse_pcap_frame_modified, parse_pcap_header,
     LegacyPcapBlock, PcapHeader,
 };
-use pcap_parser::pcapng::{parse_block_be, parse_block_le, Block};
+use pcap_parser::pcapng::{parse_block_be, parse_block_le, parse_sectionheaderblock, Block};
 use pcap_parser::{PcapBlockOwned, PcapError};
 
 mod linktype;
@@ -121,6 +121,9 @@ impl Bytes {
 
     /// Keeps `from..` and moves it to the front.
     fn keep_tail(&mut self, from: usize) {
+        if from == 0 {
+            return;
+        }
         self.buf.copy_within(from..self.len, 0);
         self.len -= from;
     }
@@ -152,8 +155,6 @@ pub struct CaptureReader<'r> {
     /// A regular file is read until each chunk is full; a pipe is handed on
     /// after every read, so output keeps up with a live writer.
     fill: bool,
-    /// The file again, for reading chunks at given offsets (shared reading).
-    file: Option<File>,
     /// The chunk being walked, and the start of its first unwalked record.
     chunk: Bytes,
     pos: usize,
@@ -185,14 +186,6 @@ enum Walked {
     Cut,
 }
 
-/// What `for_each_shared_packet` reports.
-pub enum Event<'p, 'c> {
-    /// A packet, and the input bytes consumed before it.
-    Packet(&'p Packet<'c>, u64),
-    /// The reader is about to wait for another thread's read.
-    Waiting,
-}
-
 impl<'r> CaptureReader<'r> {
     /// Opens a capture file, or standard input when `path` is `-`.
     pub fn open(path: &Path) -> Result<CaptureReader<'static>, CaptureError> {
@@ -206,10 +199,7 @@ impl<'r> CaptureReader<'r> {
             err,
         })?;
         let fill = is_regular(&file.metadata().ok());
-        let again = if fill { file.try_clone().ok() } else { None };
-        let mut reader = CaptureReader::with_input(name, Box::new(file), fill)?;
-        reader.file = again;
-        Ok(reader)
+        CaptureReader::with_input(name, Box::new(file), fill)
     }
 
     /// Reads a stream (handed on after every read, like a pipe).
@@ -237,7 +227,18 @@ impl<'r> CaptureReader<'r> {
         if first.is_empty() {
             return Err(CaptureError::Empty { path: name });
         }
-        let (format, pos) = if section_header_len(&first).is_some() {
+        let (format, pos) = if let Some(shb) = section_header_len(&first) {
+            // The whole first section header must parse, or this is not a
+            // capture (one longer than a chunk is left to the walk).
+            while first.len() < shb.min(first.room()) && !eof {
+                eof = read_more(&mut input, &mut first).map_err(|err| CaptureError::Io {
+                    path: name.clone(),
+                    err,
+                })? == 0;
+            }
+            if shb <= first.room() && parse_sectionheaderblock(&first).is_err() {
+                return Err(CaptureError::NotACapture { path: name });
+            }
             (Format::Ng { big_endian: false }, 0)
         } else {
             match parse_pcap_header(&first) {
@@ -264,7 +265,6 @@ impl<'r> CaptureReader<'r> {
             name,
             input,
             fill,
-            file: None,
             chunk: first,
             pos,
             eof,
@@ -353,9 +353,17 @@ impl<'r> CaptureReader<'r> {
             self.walker.too_large();
             return false;
         }
-        let room = CHUNK.max(tail_len * 2);
+        // Twice the tail, but no more than the record claims (checked against
+        // MAX_BLOCK before this), and one chunk beyond MAX_BLOCK at most.
+        let mut room = CHUNK.max(tail_len * 2);
+        if let Some(claimed) = self.walker.blocks.claimed_len(&self.chunk[self.pos..]) {
+            room = room.min(CHUNK.max(claimed));
+        }
+        let room = room.min(MAX_BLOCK + CHUNK).max(tail_len + 1);
         let mut next = std::mem::take(&mut self.chunk);
-        if next.room() >= room || (self.pos == 0 && next.room() > next.len) {
+        // A buffer grown for a large record is kept only while one needs it.
+        let fits = next.room() >= room && (room > CHUNK || next.room() <= CHUNK);
+        if fits || (self.pos == 0 && next.room() > next.len) {
             next.keep_tail(self.pos);
         } else {
             let mut bigger = Bytes::with_room(room);
@@ -475,7 +483,8 @@ impl Walker {
 
     /// The input ended with `tail`, part of a record.
     fn ended_inside(&mut self, tail: &[u8]) {
-        if tail.is_empty() {
+        // Nothing to add to a read error, or when the input ended cleanly.
+        if tail.is_empty() || self.blocks.stats.cut_short.is_some() {
             return;
         }
         if self.blocks.claimed_len(tail).is_some_and(|n| n > MAX_BLOCK) {
@@ -535,6 +544,11 @@ enum Layout {
 impl Blocks {
     /// The length of the record starting `data`, as its header claims.
     fn claimed_len(&self, data: &[u8]) -> Option<usize> {
+        if !matches!(self.layout, Layout::Legacy { .. }) && data.starts_with(&SHB_MAGIC) {
+            // A section header says its own byte order, which may differ
+            // from the current section's.
+            return section_header_len(data);
+        }
         let (at, big_endian, extra) = match self.layout {
             Layout::Unknown => return None,
             Layout::Legacy { big_endian, header } => (8, big_endian, header),
@@ -546,7 +560,7 @@ impl Blocks {
         } else {
             u32::from_le_bytes(b)
         };
-        Some(n as usize + extra)
+        usize::try_from(n).ok()?.checked_add(extra)
     }
 
     /// The packet in `block`, if it holds one (counted).
@@ -688,10 +702,13 @@ fn describe(e: &PcapError<&[u8]>) -> String {
     }
 }
 
+/// The block type of a pcapng Section Header Block (the same either way round).
+const SHB_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
 /// Total length of the pcapng Section Header Block that `head` starts with.
 fn section_header_len(head: &[u8]) -> Option<usize> {
     let h: &[u8; 12] = head.get(..12)?.try_into().ok()?;
-    if h[..4] != [0x0a, 0x0d, 0x0d, 0x0a] {
+    if h[..4] != SHB_MAGIC {
         return None;
     }
     let len = [h[4], h[5], h[6], h[7]];
@@ -936,6 +953,99 @@ mod tests {
         let (p, st) = read_all(v);
         assert_eq!(p, want);
         assert_eq!(st.cut_short, None);
+    }
+
+    /// A pcapng block in either byte order, padded to 4 bytes.
+    fn ng_block(v: &mut Vec<u8>, be: bool, ty: u32, body: &[u8]) {
+        let w = |v: &mut Vec<u8>, x: u32| {
+            v.extend_from_slice(&if be { x.to_be_bytes() } else { x.to_le_bytes() })
+        };
+        let len = 12 + body.len().div_ceil(4) * 4;
+        w(v, ty);
+        w(v, len as u32);
+        v.extend_from_slice(body);
+        v.resize(v.len() + (len - 12 - body.len()), 0);
+        w(v, len as u32);
+    }
+
+    /// Section header, interface (Ethernet) and `packets` packet blocks of
+    /// `size` bytes, in one byte order.
+    fn ng_section(v: &mut Vec<u8>, be: bool, packets: usize, size: usize) {
+        let w16 = |x: u16| if be { x.to_be_bytes() } else { x.to_le_bytes() };
+        let w32 = |x: u32| if be { x.to_be_bytes() } else { x.to_le_bytes() };
+        let mut shb = Vec::new();
+        shb.extend_from_slice(&w32(0x1a2b_3c4d));
+        shb.extend_from_slice(&w16(1));
+        shb.extend_from_slice(&w16(0));
+        shb.extend_from_slice(&[0xff; 8]);
+        ng_block(v, be, 0x0a0d_0d0a, &shb);
+        let mut idb = Vec::new();
+        idb.extend_from_slice(&w16(1));
+        idb.extend_from_slice(&w16(0));
+        idb.extend_from_slice(&w32(0));
+        ng_block(v, be, 1, &idb);
+        for i in 0..packets {
+            let mut epb = Vec::new();
+            for x in [0, 0, i as u32, size as u32, size as u32] {
+                epb.extend_from_slice(&w32(x));
+            }
+            epb.extend(std::iter::repeat_n(i as u8, size));
+            ng_block(v, be, 6, &epb);
+        }
+    }
+
+    /// A section of the other byte order whose header is cut by a chunk
+    /// boundary (or arrives in pieces): its length is read in its own byte
+    /// order, not taken for a record larger than 256 MiB.
+    #[test]
+    fn byte_order_switch_across_a_chunk_boundary() {
+        let mut v = Vec::new();
+        ng_section(&mut v, false, 1, 60);
+        // Fill with packets up to just before the boundary, then pad the
+        // last one so the big-endian section header starts 12 bytes before it.
+        while v.len() + 2000 < CHUNK {
+            let mut epb = Vec::new();
+            for x in [0u32, 0, 0, 1500, 1500] {
+                epb.extend_from_slice(&x.to_le_bytes());
+            }
+            epb.extend(std::iter::repeat_n(1u8, 1500));
+            ng_block(&mut v, false, 6, &epb);
+        }
+        let pad = CHUNK - 12 - v.len() - 32;
+        let mut epb = Vec::new();
+        for x in [0u32, 0, 0, pad as u32, pad as u32] {
+            epb.extend_from_slice(&x.to_le_bytes());
+        }
+        epb.extend(std::iter::repeat_n(2u8, pad));
+        ng_block(&mut v, false, 6, &epb);
+        assert_eq!(v.len(), CHUNK - 12);
+        let before = read_all(v.clone()).0.len();
+        ng_section(&mut v, true, 3, 80);
+        let (p, st) = read_all(v);
+        assert_eq!(st.cut_short, None);
+        assert_eq!(p.len(), before + 3);
+        assert_eq!(p.last().map(|p| p.3), Some(80));
+    }
+
+    /// A first section header claiming 4 GB is refused at once (no buffer
+    /// grows towards it); one cut short is not a capture.
+    #[test]
+    fn first_section_header_claims() {
+        let mut v = Vec::new();
+        ng_section(&mut v, false, 2, 60);
+        v[4..8].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+        let (p, st) = read_all(v);
+        assert!(p.is_empty());
+        assert_eq!(
+            st.cut_short.as_deref(),
+            Some("record larger than 256 MiB; stopped reading")
+        );
+
+        let mut v = Vec::new();
+        ng_section(&mut v, false, 0, 0);
+        v.truncate(20);
+        let r = CaptureReader::from_reader("x".into(), io::Cursor::new(v));
+        assert!(matches!(r, Err(CaptureError::NotACapture { .. })));
     }
 
     #[test]
