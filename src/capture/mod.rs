@@ -170,14 +170,6 @@ struct Walker {
     consumed: u64,
 }
 
-/// Why the walk of a chunk stopped.
-enum Stop {
-    /// The chunk's records are all walked (a partial one waits at `pos`).
-    Refill,
-    /// The input ended, or reading stops here (`stats().cut_short` says why).
-    End,
-}
-
 /// Why a walk over some bytes stopped.
 enum Walked {
     /// No whole record left; a partial one (or nothing) from `pos`.
@@ -216,26 +208,26 @@ impl<'r> CaptureReader<'r> {
         fill: bool,
     ) -> Result<CaptureReader<'r>, CaptureError> {
         let mut first = Bytes::with_room(CHUNK);
-        // The magic and the legacy file header (24 bytes) decide the format.
         let mut eof = false;
-        while first.len() < 24 && !eof {
-            eof = read_more(&mut input, &mut first).map_err(|err| CaptureError::Io {
-                path: name.clone(),
-                err,
-            })? == 0;
-        }
+        // Reads until `first` holds `n` bytes (or all it can) or the input ends.
+        let mut read_to = |first: &mut Bytes, n: usize, eof: &mut bool| {
+            while first.len() < n.min(first.room()) && !*eof {
+                *eof = read_more(&mut input, first).map_err(|err| CaptureError::Io {
+                    path: name.clone(),
+                    err,
+                })? == 0;
+            }
+            Ok::<(), CaptureError>(())
+        };
+        // The magic and the legacy file header (24 bytes) decide the format.
+        read_to(&mut first, 24, &mut eof)?;
         if first.is_empty() {
             return Err(CaptureError::Empty { path: name });
         }
         let (format, pos) = if let Some(shb) = section_header_len(&first) {
             // The whole first section header must parse, or this is not a
             // capture (one longer than a chunk is left to the walk).
-            while first.len() < shb.min(first.room()) && !eof {
-                eof = read_more(&mut input, &mut first).map_err(|err| CaptureError::Io {
-                    path: name.clone(),
-                    err,
-                })? == 0;
-            }
+            read_to(&mut first, shb, &mut eof)?;
             if shb <= first.room() && parse_sectionheaderblock(&first).is_err() {
                 return Err(CaptureError::NotACapture { path: name });
             }
@@ -307,39 +299,42 @@ impl<'r> CaptureReader<'r> {
     ) -> u64 {
         let mut frame = first_frame;
         loop {
-            let stop =
-                match self
-                    .walker
-                    .walk(&self.chunk, &mut self.pos, &mut frame, &mut on_packet)
-                {
-                    Walked::Cut => Stop::End,
-                    Walked::Partial => self.ran_out(self.chunk.len() - self.pos),
-                };
-            match stop {
-                Stop::End => return frame,
-                Stop::Refill => {
-                    if !self.refill() {
-                        return frame;
-                    }
-                }
+            let walked = self
+                .walker
+                .walk(&self.chunk, &mut self.pos, &mut frame, &mut on_packet);
+            if let Walked::Cut = walked {
+                return frame;
+            }
+            if !self.ran_out() || !self.refill() {
+                return frame;
             }
         }
     }
 
-    /// The chunk holds no further whole record; `left` bytes of one remain.
-    fn ran_out(&mut self, left: usize) -> Stop {
-        if left > 0 {
-            let claimed = self.walker.blocks.claimed_len(&self.chunk[self.pos..]);
-            if claimed.is_some_and(|n| n > MAX_BLOCK) {
-                self.walker.too_large();
-                return Stop::End;
-            }
+    /// The chunk holds no further whole record (part of one may remain at
+    /// `pos`): true to read more, false where reading stops (recorded).
+    fn ran_out(&mut self) -> bool {
+        let tail = &self.chunk[self.pos..];
+        if self
+            .walker
+            .blocks
+            .claimed_len(tail)
+            .is_some_and(|n| n > MAX_BLOCK)
+        {
+            self.walker.too_large();
+            return false;
         }
         if !self.eof {
-            return Stop::Refill;
+            return true;
         }
-        self.walker.ended_inside(&self.chunk[self.pos..]);
-        Stop::End
+        // A read error (recorded) or the end of the input.
+        if !tail.is_empty() && self.walker.blocks.stats.cut_short.is_none() {
+            self.walker.blocks.stats.cut_short = Some(format!(
+                "file ends inside a record ({} trailing bytes ignored)",
+                tail.len()
+            ));
+        }
+        false
     }
 
     /// Starts the next chunk with the unwalked tail of this one (part of a
@@ -480,22 +475,6 @@ impl Walker {
             MAX_BLOCK >> 20
         ));
     }
-
-    /// The input ended with `tail`, part of a record.
-    fn ended_inside(&mut self, tail: &[u8]) {
-        // Nothing to add to a read error, or when the input ended cleanly.
-        if tail.is_empty() || self.blocks.stats.cut_short.is_some() {
-            return;
-        }
-        if self.blocks.claimed_len(tail).is_some_and(|n| n > MAX_BLOCK) {
-            self.too_large();
-        } else {
-            self.blocks.stats.cut_short = Some(format!(
-                "file ends inside a record ({} trailing bytes ignored)",
-                tail.len()
-            ));
-        }
-    }
 }
 
 fn is_regular(meta: &Option<std::fs::Metadata>) -> bool {
@@ -565,23 +544,10 @@ impl Blocks {
 
     /// The packet in `block`, if it holds one (counted).
     fn packet<'b>(&mut self, block: PcapBlockOwned<'b>, frame: u64) -> Option<Packet<'b>> {
-        match &block {
-            PcapBlockOwned::LegacyHeader(h) => {
-                self.layout = Layout::Legacy {
-                    big_endian: h.is_bigendian(),
-                    header: if h.is_modified_format() { 24 } else { 16 },
-                }
-            }
-            PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
-                self.layout = Layout::Ng {
-                    big_endian: shb.big_endian(),
-                }
-            }
-            _ => {}
-        }
         let p = packet_of(
             &mut self.legacy,
             &mut self.interfaces,
+            &mut self.layout,
             &mut self.stats,
             block,
             frame,
@@ -600,12 +566,17 @@ impl Blocks {
 fn packet_of<'b>(
     legacy: &mut Option<Interface>,
     interfaces: &mut Vec<Interface>,
+    layout: &mut Layout,
     stats: &mut CaptureStats,
     block: PcapBlockOwned<'b>,
     frame: u64,
 ) -> Option<Packet<'b>> {
     match block {
         PcapBlockOwned::LegacyHeader(h) => {
+            *layout = Layout::Legacy {
+                big_endian: h.is_bigendian(),
+                header: if h.is_modified_format() { 24 } else { 16 },
+            };
             *legacy = Some(Interface {
                 link: LinkType(h.network.0 as u32),
                 resolution: if h.is_nanosecond_precision() {
@@ -628,7 +599,10 @@ fn packet_of<'b>(
                 orig_len: b.origlen,
             })
         }
-        PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+        PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
+            *layout = Layout::Ng {
+                big_endian: shb.big_endian(),
+            };
             // Interface ids are scoped to their section.
             interfaces.clear();
             None
@@ -1046,6 +1020,68 @@ mod tests {
         v.truncate(20);
         let r = CaptureReader::from_reader("x".into(), io::Cursor::new(v));
         assert!(matches!(r, Err(CaptureError::NotACapture { .. })));
+    }
+
+    /// A buffer grown for a large record grows no further than the record
+    /// claims, and goes back to one chunk after it.
+    #[test]
+    fn grown_buffer_follows_the_record() {
+        /// Notes the largest read asked of it.
+        struct Asked<'a>(io::Cursor<Vec<u8>>, &'a mut usize);
+        impl Read for Asked<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                *self.1 = (*self.1).max(buf.len());
+                self.0.read(buf)
+            }
+        }
+        let mut v = legacy_header(0xa1b2_c3d4, 1);
+        legacy_record(&mut v, 1, 0, &[3u8; 600_000], 600_000);
+        let mut largest = 0;
+        let mut r =
+            CaptureReader::from_reader("x".into(), Asked(io::Cursor::new(v.clone()), &mut largest))
+                .expect("capture header");
+        let mut sizes = Vec::new();
+        r.for_each_packet(1, |p, _| sizes.push(p.data.len()));
+        drop(r);
+        assert_eq!(sizes, vec![600_000]);
+        // Buffers of 256 KiB, 512 KiB, then the record's 600,016 bytes:
+        // doubling to 1 MiB would have asked for 512 KiB at once.
+        assert_eq!(largest, CHUNK);
+
+        let path = std::env::temp_dir().join(format!("tfwire-grow-{}.pcap", std::process::id()));
+        for i in 0..2000 {
+            legacy_record(&mut v, i, 0, &[4u8; 300], 300);
+        }
+        std::fs::write(&path, &v).expect("temp file");
+        let mut r = CaptureReader::open(&path).expect("capture header");
+        let n = r.for_each_packet(1, |_, _| {}) - 1;
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(n, 2001);
+        assert_eq!(r.chunk.room(), CHUNK);
+    }
+
+    /// A read that fails stops reading with "read error", which the partial
+    /// record left behind does not overwrite.
+    #[test]
+    fn read_error_is_reported() {
+        struct Failing(io::Cursor<Vec<u8>>);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                match self.0.read(buf)? {
+                    0 => Err(io::Error::other("disk gone")),
+                    n => Ok(n),
+                }
+            }
+        }
+        let mut v = legacy_header(0xa1b2_c3d4, 1);
+        legacy_record(&mut v, 1, 0, &[0u8; 60], 60);
+        legacy_record(&mut v, 2, 0, &[0u8; 60], 60);
+        v.truncate(v.len() - 10);
+        let (p, st) = read_with(
+            CaptureReader::from_reader("x".into(), Failing(io::Cursor::new(v))).expect("header"),
+        );
+        assert_eq!(p.len(), 1);
+        assert_eq!(st.cut_short.as_deref(), Some("read error"));
     }
 
     #[test]
