@@ -55,6 +55,10 @@ pub struct ConnInfo {
     pub id: u64,
     pub client: SocketAddr,
     pub server: SocketAddr,
+    /// `client` and `server` as exchanges print them, written once per
+    /// connection rather than twice per exchange.
+    pub client_text: String,
+    pub server_text: String,
     pub roles: RoleSource,
     pub first_frame: u64,
     pub first_ts_ns: i64,
@@ -305,6 +309,8 @@ impl FlowTable {
                     id: self.next_id,
                     client,
                     server,
+                    client_text: client.to_string(),
+                    server_text: server.to_string(),
                     roles,
                     first_frame: frame,
                     first_ts_ns: ts_ns,
@@ -464,6 +470,8 @@ pub(crate) fn test_conn(id: u64, client: &str, server: &str) -> ConnInfo {
         id,
         client: addr(client),
         server: addr(server),
+        client_text: client.to_string(),
+        server_text: server.to_string(),
         roles: RoleSource::Handshake,
         first_frame: 1,
         first_ts_ns: 0,

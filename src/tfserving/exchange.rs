@@ -2,7 +2,6 @@
 //! output contract (DESIGN.md §3, schema version 1). Extend, never rename.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 
 use serde::Serialize;
 
@@ -391,8 +390,8 @@ impl Exchange {
             kind: "exchange",
             id,
             transport: Transport::Grpc,
-            client: socket_addr_text(conn.client),
-            server: socket_addr_text(conn.server),
+            client: conn.client_text.clone(),
+            server: conn.server_text.clone(),
             connection: conn.id,
             stream: Some(call.stream),
             request_frames: std::mem::take(&mut call.request_frames),
@@ -456,27 +455,33 @@ impl Exchange {
     }
 }
 
-/// `SocketAddr::to_string`, with IPv4 written by hand: twice per exchange,
-/// and `Display` goes through the formatting machinery for every octet.
-pub fn socket_addr_text(a: SocketAddr) -> String {
-    let SocketAddr::V4(v4) = a else {
-        return a.to_string();
-    };
-    let mut s = String::with_capacity(21);
-    let mut buf = itoa::Buffer::new();
-    for (i, o) in v4.ip().octets().into_iter().enumerate() {
-        if i > 0 {
-            s.push('.');
-        }
-        s.push_str(buf.format(o));
-    }
-    s.push(':');
-    s.push_str(buf.format(v4.port()));
-    s
-}
-
 /// Nanoseconds since the epoch → `2026-11-27T14:03:04.123456789Z`.
 pub fn rfc3339(ts_ns: i64) -> String {
+    // Once per exchange, and consecutive exchanges mostly share the second:
+    // the date and time are kept from the last call.
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let secs = ts_ns.div_euclid(1_000_000_000);
+    let nanos = ts_ns.rem_euclid(1_000_000_000) as u32;
+    LAST.with_borrow_mut(|(second, text)| {
+        if let Some(date_time) = text.get(..20).filter(|_| *second == secs) {
+            let mut b = [0u8; 9];
+            digits(&mut b, nanos);
+            let mut s = String::with_capacity(30);
+            s.push_str(date_time);
+            s.extend(b.iter().map(|&d| char::from(d)));
+            s.push('Z');
+            return s;
+        }
+        *text = rfc3339_uncached(ts_ns);
+        *second = secs;
+        text.clone()
+    })
+}
+
+fn rfc3339_uncached(ts_ns: i64) -> String {
     let secs = ts_ns.div_euclid(1_000_000_000);
     let nanos = ts_ns.rem_euclid(1_000_000_000);
     let days = secs.div_euclid(86_400);
@@ -530,15 +535,6 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
-        for a in [
-            "0.0.0.0:0",
-            "255.255.255.255:65535",
-            "10.1.0.27:50581",
-            "[::1]:8500",
-        ] {
-            let a: SocketAddr = a.parse().expect("address");
-            assert_eq!(socket_addr_text(a), a.to_string());
-        }
         assert_eq!(
             rfc3339(1_795_788_184_123_456_789),
             "2026-11-27T14:03:04.123456789Z"
@@ -573,6 +569,10 @@ mod tests {
             x ^= x << 17;
             cases.push(x as i64);
             cases.push((x % 4_000_000_000_000_000_000) as i64);
+            // Calls within one second reuse its date and time.
+            let within = (x % 4_000_000_000_000_000_000) as i64;
+            cases
+                .push(within - within.rem_euclid(1_000_000_000) + (x >> 34) as i64 % 1_000_000_000);
         }
         for ts in cases {
             assert_eq!(rfc3339(ts), reference(ts), "{ts}");

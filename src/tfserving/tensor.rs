@@ -211,6 +211,7 @@ impl<'a> Wire<'a> {
     }
 
     /// Next (field number, value); None at the end, Err on malformed bytes.
+    #[inline(always)]
     pub(crate) fn next(&mut self) -> Option<Result<(u32, Field<'a>), ()>> {
         if self.pos >= self.buf.len() {
             return None;
