@@ -1123,7 +1123,10 @@ impl Deframer {
     }
 
     fn record(&mut self, m: Message) {
-        if self.messages.len() < self.limits.max_messages {
+        if self.messages.is_empty() && self.limits.max_messages > 0 {
+            // A unary call's only message: `push` would reserve four.
+            self.messages = vec![m];
+        } else if self.messages.len() < self.limits.max_messages {
             self.messages.push(m);
         } else {
             self.dropped_messages += 1;

@@ -292,7 +292,10 @@ impl Call {
             Dir::ToServer => &mut self.request_frames,
             Dir::ToClient => &mut self.response_frames,
         };
-        if frames.last() != Some(&frame) && frames.len() < MAX_FRAMES_LISTED {
+        if frames.is_empty() {
+            // Most calls fit a frame each way; `push` would reserve four.
+            *frames = vec![frame];
+        } else if frames.last() != Some(&frame) && frames.len() < MAX_FRAMES_LISTED {
             frames.push(frame);
         }
         if dir == Dir::ToServer && self.start_ts_ns.is_none() {

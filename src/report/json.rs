@@ -416,19 +416,16 @@ fn needs_escape(b: &[u8]) -> bool {
         let backslash = zeros(x ^ (ONES * u64::from(b'\\')));
         (below_space | quote | backslash) & HIGH != 0
     };
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        if hit(u64::from_ne_bytes(w)) {
-            return true;
-        }
+    let word = |c: &[u8]| <[u8; 8]>::try_from(c).map_or(0, u64::from_ne_bytes);
+    let Some(last) = b.len().checked_sub(8) else {
+        // Short strings byte by byte: padding them to a word costs a memcpy call.
+        return b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+    };
+    if b.chunks_exact(8).any(|c| hit(word(c))) {
+        return true;
     }
-    // The tail, padded with a byte that needs no escape.
-    let rest = chunks.remainder();
-    let mut w = [b'a'; 8];
-    w[..rest.len()].copy_from_slice(rest);
-    hit(u64::from_ne_bytes(w))
+    // The last 8 bytes, overlapping what the chunks covered.
+    hit(word(&b[last..]))
 }
 
 #[cfg(test)]

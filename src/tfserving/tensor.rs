@@ -416,7 +416,10 @@ fn summarize_impl(name: &str, bytes: &[u8], partial: bool, kept: Kept<'_>) -> Te
                     // Complex values come as (re, im) pairs.
                     let n = if num == 9 || num == 12 { n / 2 } else { n };
                     typed += n;
-                    if !fields.contains(&fname) {
+                    if fields.is_empty() {
+                        // Usually the only one: no room for four.
+                        fields = vec![fname];
+                    } else if !fields.contains(&fname) {
                         fields.push(fname);
                     }
                 }
@@ -519,7 +522,8 @@ const MAX_DIMS_KEPT: usize = 1024;
 
 /// TensorShapeProto: (dims, unknown_rank). Field 1 is unused by TF.
 fn parse_shape(b: &[u8]) -> Option<(Vec<i64>, bool)> {
-    let mut dims = Vec::new();
+    // A dim takes at least two bytes: room for all at once.
+    let mut dims = Vec::with_capacity((b.len() / 2).min(MAX_DIMS_KEPT));
     let mut unknown = false;
     let mut w = Wire::new(b);
     while let Some(item) = w.next() {
