@@ -160,7 +160,7 @@ impl Engine {
                 }
                 None => None,
             };
-            ex.diagnosis = Some(rules::diagnose_parsed(ex, &self.book, parsed));
+            ex.diagnosis = Some(Box::new(rules::diagnose_parsed(ex, &self.book, parsed)));
         }
     }
 }
@@ -184,12 +184,12 @@ mod tests {
         for ex in &raw {
             engine.book.learn(ex);
         }
-        let json = |d: &Option<Diagnosis>| serde_json::to_string(d).expect("serialise");
+        let json = |d: &Option<Box<Diagnosis>>| serde_json::to_string(d).expect("serialise");
         for round in 0..3 {
             for ex in &failed {
                 let mut cached = (*ex).clone();
                 engine.diagnose(&mut cached);
-                let fresh = Some(rules::diagnose(ex, &engine.book));
+                let fresh = Some(Box::new(rules::diagnose(ex, &engine.book)));
                 assert_eq!(json(&cached.diagnosis), json(&fresh));
                 assert!(cached.diagnosis.is_some_and(|d| d.category != "other"));
             }
@@ -205,7 +205,7 @@ mod tests {
         let mut long = failed[0].clone();
         let text = failed[0].status.message.clone().unwrap_or_default();
         long.status.message = Some(format!("{text}{}", " ".repeat(PARSED_KEPT_LEN)));
-        let fresh = Some(rules::diagnose(&long, &engine.book));
+        let fresh = Some(Box::new(rules::diagnose(&long, &engine.book)));
         engine.diagnose(&mut long);
         assert_eq!(json(&long.diagnosis), json(&fresh));
         assert_eq!(engine.parsed.len(), before);

@@ -588,21 +588,23 @@ mod tests {
                 },
                 complete: self.coin(),
                 notes: self.texts(),
-                diagnosis: self.coin().then(|| Diagnosis {
-                    category: "dtype_mismatch",
-                    input: self.opt_text(),
-                    sent_dtype: self.opt_text(),
-                    expected_dtype: self.opt_text(),
-                    sent_shape: self.dims(),
-                    expected_shape: self.dims(),
-                    summary: self.text(),
-                    fix: self.text(),
-                    evidence: self.texts(),
-                    confidence: [
-                        Confidence::Possible,
-                        Confidence::Likely,
-                        Confidence::Certain,
-                    ][self.below(3) as usize],
+                diagnosis: self.coin().then(|| {
+                    Box::new(Diagnosis {
+                        category: "dtype_mismatch",
+                        input: self.opt_text(),
+                        sent_dtype: self.opt_text(),
+                        expected_dtype: self.opt_text(),
+                        sent_shape: self.dims(),
+                        expected_shape: self.dims(),
+                        summary: self.text(),
+                        fix: self.text(),
+                        evidence: self.texts(),
+                        confidence: [
+                            Confidence::Possible,
+                            Confidence::Likely,
+                            Confidence::Certain,
+                        ][self.below(3) as usize],
+                    })
                 }),
                 warnings: self.texts(),
                 wireshark_filter: self.text(),
