@@ -655,16 +655,18 @@ impl Connection {
         match hdr.kind {
             FrameType::Headers => match frame::headers_fragment(&hdr, payload) {
                 Ok(fragment) => {
-                    let block = PendingBlock {
-                        stream: hdr.stream,
-                        end_stream: hdr.has(flags::END_STREAM),
-                        buf: fragment.to_vec(),
-                        oversized: false,
-                    };
+                    let end_stream = hdr.has(flags::END_STREAM);
                     if hdr.has(flags::END_HEADERS) {
-                        self.finish_block(i, block, frame, ts_ns, sink);
+                        // The usual whole block: decoded where it lies.
+                        let at = (hdr.stream, end_stream, frame, ts_ns);
+                        self.finish_block(i, at, Some(fragment), sink);
                     } else {
-                        self.halves[i].pending = Some(block);
+                        self.halves[i].pending = Some(PendingBlock {
+                            stream: hdr.stream,
+                            end_stream,
+                            buf: fragment.to_vec(),
+                            oversized: false,
+                        });
                     }
                 }
                 Err(_) => {
@@ -692,7 +694,9 @@ impl Connection {
                     block.buf.extend_from_slice(payload);
                 }
                 if hdr.has(flags::END_HEADERS) {
-                    self.finish_block(i, block, frame, ts_ns, sink);
+                    let at = (block.stream, block.end_stream, frame, ts_ns);
+                    let buf = (!block.oversized).then_some(block.buf.as_slice());
+                    self.finish_block(i, at, buf, sink);
                 } else {
                     self.halves[i].pending = Some(block);
                 }
@@ -757,23 +761,26 @@ impl Connection {
         }
     }
 
+    /// Decodes a whole header block; `block` is None when it outgrew the
+    /// buffer limit. `at`: (stream, END_STREAM, frame, timestamp).
     fn finish_block(
         &mut self,
         i: usize,
-        block: PendingBlock,
-        frame: u64,
-        ts_ns: i64,
+        at: (u32, bool, u64, i64),
+        block: Option<&[u8]>,
         sink: &mut impl FnMut(Event<'_>),
     ) {
+        let (stream, end_stream, frame, ts_ns) = at;
         self.stats.header_blocks += 1;
         let half = &mut self.halves[i];
         let dir = half.dir;
-        let error = if block.oversized {
-            half.hpack.mark_state_lost();
-            self.fields.clear();
-            Some("header block larger than the buffer limit".to_string())
-        } else {
-            match half.hpack.decode_into(&block.buf, &mut self.fields) {
+        let error = match block {
+            None => {
+                half.hpack.mark_state_lost();
+                self.fields.clear();
+                Some("header block larger than the buffer limit".to_string())
+            }
+            Some(block) => match half.hpack.decode_into(block, &mut self.fields) {
                 Ok(()) => None,
                 Err(e) => {
                     // The decoder itself forgets state after a malformed block
@@ -782,13 +789,13 @@ impl Connection {
                     self.fields.clear();
                     Some(format!("HPACK: {e}"))
                 }
-            }
+            },
         };
         sink(Event::Headers {
-            stream: block.stream,
+            stream,
             dir,
             fields: &self.fields,
-            end_stream: block.end_stream,
+            end_stream,
             error,
             frame,
             ts_ns,
