@@ -88,8 +88,9 @@ pub struct Exchange {
     pub status: Status,
     pub complete: bool,
     pub notes: Vec<String>,
-    /// Boxed: only failures have one, and it would take the exchange past
-    /// the allocator's small-object size (1 KiB), whose path is 7x slower.
+    /// Boxed: only failures have one, and inline it took the exchange past
+    /// mimalloc's small-object size (1 KiB), whose aligned path costs about
+    /// seven times the instructions.
     pub diagnosis: Option<Box<Diagnosis>>,
     pub warnings: Vec<String>,
     /// Opens this exchange in Wireshark.

@@ -211,6 +211,8 @@ impl<'a> Wire<'a> {
     }
 
     /// Next (field number, value); None at the end, Err on malformed bytes.
+    /// Always inlined: called for every field of every message, its call
+    /// frame was 7% of the small-request profile's instructions.
     #[inline(always)]
     pub(crate) fn next(&mut self) -> Option<Result<(u32, Field<'a>), ()>> {
         if self.pos >= self.buf.len() {
