@@ -203,7 +203,7 @@ impl<S: ExchangeSink> Out<S> {
             .chain(&call.response.messages)
             .filter(|m| m.problem.as_deref().is_some_and(|p| p.contains("limit")))
             .count() as u64;
-        let mut ex = Box::new(Exchange::from_grpc(self.next, info, call));
+        let mut ex = Exchange::from_grpc(self.next, info, call);
         if let Some((p, certain)) = problem {
             self.stats.protocol_mismatches += 1;
             ex.set_protocol_problem(p.to_string(), certain);

@@ -7,6 +7,8 @@
 //! fails to compile here until the field is written too. Rare, nested parts
 //! (signature maps, model status) and floats go through serde_json itself.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::diagnose::{Confidence, Diagnosis};
@@ -107,7 +109,10 @@ pub fn write_exchange_marked(out: &mut Vec<u8>, ex: &Exchange) -> Marks {
     out.extend_from_slice(b",\"request_id\":");
     opt_string(out, request_id.as_deref());
     out.extend_from_slice(b",\"method\":");
-    opt_string(out, method.as_deref());
+    match method {
+        Some(Cow::Borrowed(m)) => known_name(out, m),
+        m => opt_string(out, m.as_deref()),
+    }
     out.extend_from_slice(b",\"path\":");
     opt_string(out, path.as_deref());
     out.extend_from_slice(b",\"model\":");
@@ -253,7 +258,10 @@ fn write_tensor(out: &mut Vec<u8>, t: &TensorSummary) {
     // An empty alias is written as null (see TensorSummary::name).
     opt_string(out, Some(name.as_str()).filter(|n| !n.is_empty()));
     out.extend_from_slice(b",\"dtype\":");
-    opt_string(out, *dtype);
+    match dtype {
+        Some(d) => known_name(out, d),
+        None => out.extend_from_slice(b"null"),
+    }
     if let Some(c) = dtype_code {
         out.extend_from_slice(b",\"dtype_code\":");
         int(out, *c);
@@ -272,8 +280,14 @@ fn write_tensor(out: &mut Vec<u8>, t: &TensorSummary) {
         ValueEncoding::Json => b",\"encoding\":\"json\"",
     });
     if !fields.is_empty() {
-        out.extend_from_slice(b",\"fields\":");
-        strings(out, fields);
+        out.extend_from_slice(b",\"fields\":[");
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            known_name(out, f);
+        }
+        out.push(b']');
     }
     out.extend_from_slice(b",\"bytes\":");
     int(out, *bytes);
@@ -347,18 +361,23 @@ fn boolean(out: &mut Vec<u8>, b: bool) {
     out.extend_from_slice(if b { b"true" } else { b"false" });
 }
 
-pub fn int(out: &mut Vec<u8>, n: impl itoa::Integer) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+pub fn int<N: itoa::Integer + TryInto<u8>>(out: &mut Vec<u8>, n: N) {
+    // Most numbers of a line are one digit (connection, stream, version,
+    // dimensions): one byte, not a formatted copy.
+    match n.try_into() {
+        Ok(d) if d < 10 => out.push(b'0' + d),
+        _ => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+    }
 }
 
-fn opt_int(out: &mut Vec<u8>, n: Option<impl itoa::Integer>) {
+fn opt_int(out: &mut Vec<u8>, n: Option<impl itoa::Integer + TryInto<u8>>) {
     match n {
         Some(n) => int(out, n),
         None => out.extend_from_slice(b"null"),
     }
 }
 
-fn ints(out: &mut Vec<u8>, list: &[impl itoa::Integer + Copy]) {
+fn ints(out: &mut Vec<u8>, list: &[impl itoa::Integer + TryInto<u8> + Copy]) {
     out.push(b'[');
     for (i, &n) in list.iter().enumerate() {
         if i > 0 {
@@ -390,6 +409,15 @@ fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
 /// A JSON string. Text that needs no escape (nearly all of it) is copied as
 /// is; anything with a quote, backslash or control character is escaped by
 /// serde_json, so escapes are spelled exactly as before.
+/// A name from tfwire's own tables (dtypes, field names): nothing to escape,
+/// so nothing is checked.
+fn known_name(out: &mut Vec<u8>, s: &'static str) {
+    debug_assert!(!needs_escape(s.as_bytes()), "{s}");
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
 pub fn string(out: &mut Vec<u8>, s: &str) {
     if needs_escape(s.as_bytes()) {
         serde(out, s);

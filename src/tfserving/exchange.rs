@@ -110,7 +110,7 @@ pub struct Exchange {
 
 impl Exchange {
     /// Builds the exchange of a finished gRPC call.
-    pub fn from_grpc(id: u64, conn: &ConnInfo, mut call: Box<Call>) -> Exchange {
+    pub fn from_grpc(id: u64, conn: &ConnInfo, mut call: Box<Call>) -> Box<Exchange> {
         let mut notes = Vec::new();
         let path = call.request_header(":path").map(str::to_string);
         let mut method = path.as_deref().and_then(Method::from_path);
@@ -389,7 +389,7 @@ impl Exchange {
             f.push_str(stream);
             f
         };
-        Exchange {
+        Box::new(Exchange {
             kind: "exchange",
             id,
             transport: Transport::Grpc,
@@ -442,7 +442,7 @@ impl Exchange {
             http_method: None,
             protocol_problem: None,
             protocol_problem_certain: false,
-        }
+        })
     }
 
     /// Records that client and server speak different protocols; `certain`
