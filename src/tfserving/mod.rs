@@ -67,6 +67,10 @@ impl Method {
 
     /// From an HTTP/2 `:path` such as `/tensorflow.serving.PredictionService/Predict`.
     pub fn from_path(path: &str) -> Option<Method> {
+        // Nearly every call: one comparison instead of a search for '/'.
+        if path == "/tensorflow.serving.PredictionService/Predict" {
+            return Some(Method::Predict);
+        }
         let (service, method) = path.strip_prefix('/')?.split_once('/')?;
         let m = match (service, method) {
             ("tensorflow.serving.PredictionService", "Predict") => Method::Predict,
