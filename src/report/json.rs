@@ -231,12 +231,17 @@ fn write_status(out: &mut Vec<u8>, s: &Status) {
 }
 
 fn tensors(out: &mut Vec<u8>, list: &[TensorSummary]) {
+    array(out, list, write_tensor);
+}
+
+/// `[a,b,…]`, each item written by `item`.
+fn array<T>(out: &mut Vec<u8>, list: &[T], mut item: impl FnMut(&mut Vec<u8>, &T)) {
     out.push(b'[');
-    for (i, t) in list.iter().enumerate() {
+    for (i, x) in list.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_tensor(out, t);
+        item(out, x);
     }
     out.push(b']');
 }
@@ -280,14 +285,8 @@ fn write_tensor(out: &mut Vec<u8>, t: &TensorSummary) {
         ValueEncoding::Json => b",\"encoding\":\"json\"",
     });
     if !fields.is_empty() {
-        out.extend_from_slice(b",\"fields\":[");
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            known_name(out, f);
-        }
-        out.push(b']');
+        out.extend_from_slice(b",\"fields\":");
+        array(out, fields, |out, f| known_name(out, f));
     }
     out.extend_from_slice(b",\"bytes\":");
     int(out, *bytes);
@@ -378,25 +377,11 @@ fn opt_int(out: &mut Vec<u8>, n: Option<impl itoa::Integer + TryInto<u8>>) {
 }
 
 fn ints(out: &mut Vec<u8>, list: &[impl itoa::Integer + TryInto<u8> + Copy]) {
-    out.push(b'[');
-    for (i, &n) in list.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        int(out, n);
-    }
-    out.push(b']');
+    array(out, list, |out, &n| int(out, n));
 }
 
 fn strings<S: AsRef<str>>(out: &mut Vec<u8>, list: &[S]) {
-    out.push(b'[');
-    for (i, s) in list.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        string(out, s.as_ref());
-    }
-    out.push(b']');
+    array(out, list, |out, s| string(out, s.as_ref()));
 }
 
 fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
