@@ -183,6 +183,36 @@ fn frame_bytes(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A header block whose CONTINUATIONs outgrow the buffer limit is reported
+/// as such, with no fields; the next block (static-table fields) still
+/// decodes. A block in one HEADERS frame is decoded where it lies.
+#[test]
+fn header_block_over_the_buffer_limit() {
+    let mut wire = PREFACE.to_vec();
+    // 40 + 40 bytes of ":method: POST" (static index 3), over a limit of 64.
+    wire.extend(frame_bytes(1, 0, 1, &[0x83; 40]));
+    wire.extend(frame_bytes(9, flags::END_HEADERS, 1, &[0x83; 40]));
+    // Then ":method: GET" (static index 2) in one HEADERS frame.
+    wire.extend(frame_bytes(1, flags::END_HEADERS, 3, &[0x82]));
+    for chunk in [1, 7, usize::MAX] {
+        let limits = Limits {
+            max_buffered_frame: 64,
+        };
+        let log = events(&mut Connection::new(limits), Dir::ToServer, &wire, chunk);
+        assert_eq!(log.len(), 3, "{log:#?}");
+        assert_eq!(
+            log[0],
+            "H 1 false Some(\"header block larger than the buffer limit\") []"
+        );
+        assert!(log[1].starts_with("H 3 false None"), "{}", log[1]);
+        assert!(
+            log[1].contains(":method") && log[1].contains("GET"),
+            "{}",
+            log[1]
+        );
+    }
+}
+
 /// Padding on DATA and HEADERS, a header block split into CONTINUATIONs,
 /// RST_STREAM and GOAWAY, as a passive observer must see them.
 #[test]

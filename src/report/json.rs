@@ -491,11 +491,21 @@ mod tests {
         }
 
         fn int(&mut self) -> i64 {
-            match self.below(4) {
+            match self.below(5) {
                 0 => i64::MIN,
                 1 => i64::MAX,
                 2 => -(self.below(1000) as i64),
+                3 => self.below(12) as i64,
                 _ => self.next() as i64,
+            }
+        }
+
+        /// An unsigned number: often one or two digits, as most are.
+        fn num(&mut self) -> u64 {
+            if self.coin() {
+                self.below(12)
+            } else {
+                self.next()
             }
         }
 
@@ -514,7 +524,7 @@ mod tests {
                 dtype: self.coin().then_some("DT_FLOAT"),
                 dtype_code: self.coin().then(|| self.int() as i32),
                 shape: self.dims(),
-                values: self.coin().then(|| self.next()),
+                values: self.coin().then(|| self.num()),
                 encoding: [
                     ValueEncoding::TensorContent,
                     ValueEncoding::Typed,
@@ -522,7 +532,7 @@ mod tests {
                     ValueEncoding::Json,
                 ][self.below(4) as usize],
                 fields: (0..self.below(3)).map(|_| "float_val").collect(),
-                bytes: self.next(),
+                bytes: self.num(),
                 problems: self.texts(),
                 json: self.coin().then(|| vec!["float", "int"]),
             }
@@ -532,7 +542,7 @@ mod tests {
             let latency = [None, Some(0.0), Some(4.437), Some(1e-7), Some(1e300)];
             Exchange {
                 kind: "exchange",
-                id: self.next(),
+                id: self.num(),
                 transport: if self.coin() {
                     Transport::Grpc
                 } else {
@@ -540,9 +550,9 @@ mod tests {
                 },
                 client: self.text(),
                 server: self.text(),
-                connection: self.next(),
-                stream: self.coin().then(|| self.next() as u32),
-                request_frames: (0..self.below(4)).map(|_| self.next()).collect(),
+                connection: self.num(),
+                stream: self.coin().then(|| self.num() as u32),
+                request_frames: (0..self.below(4)).map(|_| self.num()).collect(),
                 response_frames: (0..self.below(4)).map(|_| self.next()).collect(),
                 request_id: self.opt_text(),
                 method: self.opt_text().map(Into::into),
@@ -554,7 +564,7 @@ mod tests {
                 inputs: (0..self.below(3)).map(|_| self.tensor()).collect(),
                 outputs: (0..self.below(3)).map(|_| self.tensor()).collect(),
                 output_filter: self.texts(),
-                examples: self.coin().then(|| self.next()),
+                examples: self.coin().then(|| self.num()),
                 tasks: self.texts(),
                 results: self.coin().then(|| self.next()),
                 signatures: self.coin().then(|| {
@@ -587,13 +597,13 @@ mod tests {
                 request_encoding: self.opt_text(),
                 rest_format: self.coin().then_some("row"),
                 http_method: self.opt_text(),
-                request_bytes: self.next(),
+                request_bytes: self.num(),
                 response_bytes: self.next(),
                 start: self.opt_text(),
                 latency_ms: latency[self.below(5) as usize],
                 status: Status {
                     ok: self.coin(),
-                    grpc_code: self.coin().then(|| self.next() as u32),
+                    grpc_code: self.coin().then(|| self.num() as u32),
                     grpc_status: self.coin().then_some("INVALID_ARGUMENT"),
                     http_status: self.coin().then(|| self.next() as u16),
                     message: self.opt_text(),
@@ -628,6 +638,28 @@ mod tests {
                 protocol_problem_certain: self.coin(),
             }
         }
+    }
+
+    /// One-digit numbers take a shortcut; every type and value must still
+    /// read as itoa writes it.
+    #[test]
+    fn numbers_are_written_like_itoa() {
+        fn check<N: itoa::Integer + TryInto<u8> + Copy>(n: N) {
+            let mut out = Vec::new();
+            int(&mut out, n);
+            assert_eq!(out, itoa::Buffer::new().format(n).as_bytes());
+        }
+        for n in -20i64..=300 {
+            check(n);
+            check(n as i8);
+            check(n as i32);
+            check(n as u8);
+            check(n as u16);
+            check(n as u32);
+            check(n as u64);
+        }
+        check(u64::MAX);
+        check(i64::MIN);
     }
 
     #[test]
