@@ -12,7 +12,7 @@ use crate::capture::CaptureReader;
 use crate::diagnose::{Engine, SignatureBook};
 use crate::net::NetStats;
 use crate::pipeline::{Analyzer, Config, ExchangeSink, ProtoStats};
-use crate::report::summary::CaptureTotals;
+use crate::report::summary::{client_host, CaptureTotals};
 use crate::report::{escape_for_terminal, Summary};
 use crate::tfserving::exchange::rfc3339;
 use crate::tfserving::{Exchange, Signature};
@@ -711,14 +711,6 @@ impl Postmortem {
         } else {
             self.summary.failures as f64 / self.summary.exchanges as f64
         }
-    }
-}
-
-/// `10.0.0.5:53422` → `10.0.0.5` (clients are hosts; ports are ephemeral).
-pub fn client_host(addr: &str) -> String {
-    match addr.parse::<std::net::SocketAddr>() {
-        Ok(a) => a.ip().to_string(),
-        Err(_) => addr.to_string(),
     }
 }
 
