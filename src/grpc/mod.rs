@@ -6,6 +6,7 @@ pub mod message;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 
@@ -239,9 +240,10 @@ pub enum Ending {
 pub struct Call {
     pub conn: u64,
     pub stream: u32,
-    pub request_headers: Option<HeaderList>,
-    pub response_headers: Option<HeaderList>,
-    pub trailers: Option<HeaderList>,
+    /// Shared with the call table's recent lists (see `CallTable::recent`).
+    pub request_headers: Option<Arc<HeaderList>>,
+    pub response_headers: Option<Arc<HeaderList>>,
+    pub trailers: Option<Arc<HeaderList>>,
     pub request: Deframer,
     pub response: Deframer,
     pub request_frames: Vec<u64>,
@@ -307,7 +309,7 @@ impl Call {
     /// The status the call ended with: from trailers, or from a Trailers-Only
     /// response (grpc-status in the only header block).
     pub fn status(&self) -> GrpcStatus {
-        let from = |h: &HeaderList| -> Option<GrpcStatus> {
+        let from = |h: &Arc<HeaderList>| -> Option<GrpcStatus> {
             let text = h.get("grpc-status")?;
             let code = text.trim().parse().ok();
             Some(GrpcStatus {
@@ -459,7 +461,26 @@ pub struct CallTable {
     pub goaway: Option<(Dir, u32, u32)>,
     /// Streams ever seen on this connection.
     pub calls_seen: u64,
+    /// Per direction, header blocks seen lately with the list built from
+    /// each, and when each was last used. Peers send the same few blocks
+    /// call after call (a response's headers, OK trailers), and a list
+    /// depends on its fields alone: a repeated block shares its list.
+    recent: [Vec<Recent>; 2],
+    /// Blocks looked up so far: the clock of `Recent::used`.
+    lookups: u64,
 }
+
+struct Recent {
+    fields: HeaderBlock,
+    list: Arc<HeaderList>,
+    used: u64,
+}
+
+/// Header blocks remembered per direction of a connection.
+const RECENT_LISTS: usize = 3;
+/// Largest block remembered, in field bytes: the blocks that repeat are a
+/// few hundred bytes.
+const RECENT_MAX_BYTES: usize = 512;
 
 impl CallTable {
     pub fn new(conn: u64, limits: Limits) -> Self {
@@ -470,7 +491,42 @@ impl CallTable {
             untracked_streams: 0,
             goaway: None,
             calls_seen: 0,
+            recent: [Vec::new(), Vec::new()],
+            lookups: 0,
         }
+    }
+
+    /// The header list of `fields`: a recent identical block's, or a new one,
+    /// remembered in place of the least recently used when small.
+    fn header_list(
+        &mut self,
+        dir: Dir,
+        fields: &HeaderBlock,
+        error: Option<String>,
+    ) -> Arc<HeaderList> {
+        if error.is_some() || fields.bytes().len() > RECENT_MAX_BYTES {
+            return Arc::new(HeaderList::from_fields(fields, error));
+        }
+        self.lookups += 1;
+        let now = self.lookups;
+        let recent = &mut self.recent[usize::from(dir == Dir::ToClient)];
+        if let Some(r) = recent.iter_mut().find(|r| r.fields == *fields) {
+            r.used = now;
+            return Arc::clone(&r.list);
+        }
+        let list = Arc::new(HeaderList::from_fields(fields, None));
+        if recent.len() < RECENT_LISTS {
+            recent.push(Recent {
+                fields: fields.clone(),
+                list: Arc::clone(&list),
+                used: now,
+            });
+        } else if let Some(r) = recent.iter_mut().min_by_key(|r| r.used) {
+            r.fields.copy_from(fields);
+            r.list = Arc::clone(&list);
+            r.used = now;
+        }
+        list
     }
 
     fn call(&mut self, stream: u32) -> Option<&mut Call> {
@@ -503,7 +559,7 @@ impl CallTable {
                 if stream == 0 {
                     return;
                 }
-                let list = HeaderList::from_fields(fields, error);
+                let list = self.header_list(dir, fields, error);
                 let Some(call) = self.call(stream) else {
                     return;
                 };
@@ -823,6 +879,56 @@ mod tests {
     }
 
     #[test]
+    fn repeated_header_blocks_share_their_list() {
+        let mut t = CallTable::new(0, Limits::default());
+        let block = |kv: &[(&str, &str)]| -> HeaderBlock {
+            let mut b = HeaderBlock::default();
+            for (k, v) in kv {
+                b.push(Some(k.as_bytes()), Some(v.as_bytes()));
+            }
+            b
+        };
+        let headers = block(&[(":status", "200"), ("content-type", "application/grpc")]);
+        let ok = block(&[("grpc-status", "0"), ("grpc-message", "")]);
+        let first_headers = t.header_list(Dir::ToClient, &headers, None);
+        let first_ok = t.header_list(Dir::ToClient, &ok, None);
+        for call in 0..10 {
+            // Requests all differ (they churn their own direction's slots),
+            // and a failure's trailers come now and then.
+            let id = format!("req-{call}");
+            let req = block(&[(":path", "/p"), ("x-request-id", &id)]);
+            let list = t.header_list(Dir::ToServer, &req, None);
+            assert_eq!(list.get("x-request-id"), Some(id.as_str()));
+            let h = t.header_list(Dir::ToClient, &headers, None);
+            assert!(Arc::ptr_eq(&h, &first_headers), "call {call}");
+            let failed = block(&[("grpc-status", "3"), ("grpc-message", &id)]);
+            let trailers = if call % 3 == 0 { &failed } else { &ok };
+            let tr = t.header_list(Dir::ToClient, trailers, None);
+            assert_eq!(Arc::ptr_eq(&tr, &first_ok), call % 3 != 0, "call {call}");
+            assert_eq!(
+                tr.get("grpc-message"),
+                Some(if call % 3 == 0 { id.as_str() } else { "" })
+            );
+        }
+        // The same fields in the other direction, or with an error, are
+        // lists of their own.
+        let other_way = t.header_list(Dir::ToServer, &headers, None);
+        assert!(!Arc::ptr_eq(&other_way, &first_headers));
+        assert_eq!(other_way.get(":status"), Some("200"));
+        let with_error = t.header_list(Dir::ToClient, &headers, Some("HPACK: x".into()));
+        assert!(!Arc::ptr_eq(&with_error, &first_headers));
+        assert_eq!(with_error.error.as_deref(), Some("HPACK: x"));
+        // A block too large to remember still decodes.
+        let big_value = "v".repeat(RECENT_MAX_BYTES);
+        let big = block(&[("x-big", &big_value)]);
+        let a = t.header_list(Dir::ToClient, &big, None);
+        let b = t.header_list(Dir::ToClient, &big, None);
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(b.get("x-big"), Some(big_value.as_str()));
+        assert!(t.recent.iter().all(|r| r.len() <= RECENT_LISTS));
+    }
+
+    #[test]
     fn status_from_trailers_only() {
         let mut t = CallTable::new(0, Limits::default());
         let fields = |kv: &[(&str, &str)]| -> HeaderBlock {
@@ -896,7 +1002,7 @@ mod tests {
             block.push(Some(k.as_bytes()), Some(v.as_bytes()));
         }
         let mut call = Call::new(0, 1, MessageLimits::default());
-        call.response_headers = Some(HeaderList::from_fields(&block, None));
+        call.response_headers = Some(Arc::new(HeaderList::from_fields(&block, None)));
         call.ending = Ending::Completed;
         let st = call.status();
         assert_eq!(st.code, None);

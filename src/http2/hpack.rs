@@ -56,6 +56,14 @@ impl HeaderBlock {
         self.fields.clear();
     }
 
+    /// Makes this block a copy of `other`, reusing its buffers.
+    pub fn copy_from(&mut self, other: &HeaderBlock) {
+        self.bytes.clear();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.fields.clear();
+        self.fields.extend_from_slice(&other.fields);
+    }
+
     pub fn len(&self) -> usize {
         self.fields.len()
     }
