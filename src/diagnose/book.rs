@@ -31,16 +31,16 @@ impl Source {
 
     pub fn describe(&self) -> String {
         match self {
-            Source::ModelDir(p) => format!("signature: SavedModel {p}"),
-            Source::SignaturesFile(p) => format!("signature: metadata file {p}"),
+            Source::ModelDir(p) => text!("signature: SavedModel {p}"),
+            Source::SignaturesFile(p) => text!("signature: metadata file {p}"),
             Source::Metadata { exchange, frame } => match frame {
-                Some(f) => format!("signature: GetModelMetadata response, frame {f} (exchange {exchange})"),
-                None => format!("signature: metadata response (exchange {exchange})"),
+                Some(f) => text!("signature: GetModelMetadata response, frame {f} (exchange {exchange})"),
+                None => text!("signature: metadata response (exchange {exchange})"),
             },
             Source::Traffic {
                 first_exchange,
                 requests,
-            } => format!(
+            } => text!(
                 "signature: inferred from {requests} successful request{} (first: exchange {first_exchange})",
                 if *requests == 1 { "" } else { "s" }
             ),

@@ -2,6 +2,17 @@
 //! (`book`), what the server said (`message`), and the rules that combine
 //! them with the request (`rules`).
 
+/// `format!` into a buffer sized for a sentence: diagnosis texts are tens
+/// to a few hundred bytes, and `format!` starts from the size of its literal
+/// pieces, growing the string several times on the way.
+macro_rules! text {
+    ($($arg:tt)*) => {{
+        let mut s = String::with_capacity(128);
+        let _ = std::fmt::Write::write_fmt(&mut s, format_args!($($arg)*));
+        s
+    }};
+}
+
 pub mod book;
 pub mod message;
 pub mod rules;

@@ -37,10 +37,10 @@ impl<'a> Ctx<'a> {
     fn evidence(&self, with_signature: bool, inputs: &[&str]) -> Vec<String> {
         let mut ev = Vec::new();
         if let Some(m) = &self.server {
-            ev.push(format!("server: {m}"));
+            ev.push(text!("server: {m}"));
         }
         if let Some(n) = &self.node {
-            ev.push(format!("raised by graph node {n}"));
+            ev.push(text!("raised by graph node {n}"));
         }
         if with_signature {
             if let Some(e) = self.entry {
@@ -49,7 +49,7 @@ impl<'a> Ctx<'a> {
         }
         for alias in inputs {
             if let Some(t) = self.input(alias) {
-                ev.push(format!("request: {}", describe_tensor(t)));
+                ev.push(text!("request: {}", describe_tensor(t)));
             }
         }
         ev
@@ -92,9 +92,9 @@ fn describe_tensor(t: &TensorSummary) -> String {
         ValueEncoding::TensorContent => "tensor_content".to_string(),
         ValueEncoding::Typed => t.fields.join("+"),
         ValueEncoding::Empty => "no values".to_string(),
-        ValueEncoding::Json => format!("JSON {}", t.json.as_deref().unwrap_or(&[]).join("/")),
+        ValueEncoding::Json => text!("JSON {}", t.json.as_deref().unwrap_or(&[]).join("/")),
     };
-    format!(
+    text!(
         "{} {} {} ({}, {} values)",
         t.name,
         t.dtype.unwrap_or("DT_?"),
@@ -112,7 +112,7 @@ fn describe_tensor(t: &TensorSummary) -> String {
 /// `float64 (DT_DOUBLE)` for humans.
 fn dtype_words(dt: &str) -> String {
     match dtype::code(dt).and_then(dtype::numpy) {
-        Some(np) if np != "object" => format!("{np} ({dt})"),
+        Some(np) if np != "object" => text!("{np} ({dt})"),
         _ => dt.to_string(),
     }
 }
@@ -123,7 +123,7 @@ fn tf_py_name(dt: &str) -> String {
         Some(dtype::DT_STRING) => "tf.string".to_string(),
         Some(code) => dtype::numpy(code)
             .or_else(|| dtype::tf_string(code))
-            .map(|s| format!("tf.{s}"))
+            .map(|s| text!("tf.{s}"))
             .unwrap_or_else(|| dt.to_string()),
         None => dt.to_string(),
     }
@@ -237,7 +237,7 @@ pub fn diagnose_parsed(
             },
         );
         d.evidence = ctx.evidence(false, &[]);
-        d.evidence.push(format!("tfwire: {p}"));
+        d.evidence.push(text!("tfwire: {p}"));
         d.confidence = if ex.protocol_problem_certain {
             Confidence::Certain
         } else {
@@ -316,15 +316,15 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
         Finding::OutputAliasUnknown { alias, expected } => {
             let mut d = c.diag(
                 "unknown_output_alias",
-                format!(
+                text!(
                     "output_filter names '{alias}', which is not an output of {}/{} (outputs: {})",
                     c.model(),
                     c.signature(),
                     list(&expected)
                 ),
                 match did_you_mean(&alias, &expected) {
-                    Some(m) => format!("request output '{m}' instead of '{alias}' in output_filter, or leave output_filter empty for all outputs"),
-                    None => format!("remove '{alias}' from output_filter; valid outputs: {}", list(&expected)),
+                    Some(m) => text!("request output '{m}' instead of '{alias}' in output_filter, or leave output_filter empty for all outputs"),
+                    None => text!("remove '{alias}' from output_filter; valid outputs: {}", list(&expected)),
                 },
             );
             d.input = Some(alias);
@@ -335,8 +335,8 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
         Finding::DuplicateOutputAlias { alias } => {
             let mut d = c.diag(
                 "unknown_output_alias",
-                format!("output_filter lists '{alias}' more than once"),
-                format!("list '{alias}' once in output_filter"),
+                text!("output_filter lists '{alias}' more than once"),
+                text!("list '{alias}' once in output_filter"),
             );
             d.input = Some(alias);
             d.evidence = c.evidence(false, &[]);
@@ -347,7 +347,7 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
         Finding::WrongSignatureMethod { expected, was } => {
             c.certain(
                 "wrong_signature_method",
-                format!(
+                text!(
                     "{} was called on signature '{}' of model '{}', whose method is {was}; {} needs a signature with method {expected}",
                     c.ex.method.as_deref().unwrap_or("the call"),
                     c.signature(),
@@ -355,9 +355,9 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
                     c.ex.method.as_deref().unwrap_or("this call"),
                 ),
                 if was.ends_with("/predict") {
-                    format!("call Predict for signature '{}', or name a signature exported with method {expected}", c.signature())
+                    text!("call Predict for signature '{}', or name a signature exported with method {expected}", c.signature())
                 } else {
-                    format!("name a signature exported with method {expected}")
+                    text!("name a signature exported with method {expected}")
                 },
             )
         }
@@ -366,10 +366,10 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
             let versions = c.book.versions(c.model());
             c.certain(
                 "version_not_found",
-                format!("version label '{label}' is not assigned on the server for model '{}'", c.model()),
-                format!(
+                text!("version label '{label}' is not assigned on the server for model '{}'", c.model()),
+                text!(
                     "use a label defined in the server's model config (version_labels), or request a version number{}",
-                    if versions.is_empty() { String::new() } else { format!(" (versions seen: {})", join_i64(&versions)) }
+                    if versions.is_empty() { String::new() } else { text!(" (versions seen: {})", join_i64(&versions)) }
                 ),
             )
         }
@@ -429,7 +429,7 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
                     .find(|t| t.shape.as_ref().is_some_and(Vec::is_empty));
             let mut d = c.diag(
                 "missing_batch_dim",
-                format!(
+                text!(
                     "input '{}' was sent as a scalar; with batching enabled every input needs a batch dimension",
                     scalar.map(|t| t.name.as_str()).unwrap_or("?")
                 ),
@@ -444,8 +444,8 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
         Finding::BatchTooLarge { size, max } => {
             c.certain(
                 "batch_size_mismatch",
-                format!("the request holds {size} rows; the server's batching allows at most {max}"),
-                format!("split the request into batches of at most {max} rows, or raise max_batch_size in the batching config"),
+                text!("the request holds {size} rows; the server's batching allows at most {max}"),
+                text!("split the request into batches of at most {max} rows, or raise max_batch_size in the batching config"),
             )
         }
         Finding::QueueFull => {
@@ -460,8 +460,8 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
         Finding::MessageTooLarge { size, max } => {
             c.certain(
                 "message_too_large",
-                format!("a message of {size} bytes exceeds the receiver's limit of {max} bytes"),
-                format!("send smaller batches, or raise the limit on the receiving side (grpc.max_receive_message_length > {size})"),
+                text!("a message of {size} bytes exceeds the receiver's limit of {max} bytes"),
+                text!("send smaller batches, or raise the limit on the receiving side (grpc.max_receive_message_length > {size})"),
             )
         }
         Finding::IndexOutOfRange {
@@ -476,11 +476,11 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
                     .collect();
             let mut d = c.diag(
                 "other",
-                format!(
+                text!(
                     "a value in the request is out of range: index{index} = {value}, but the lookup table has {limit} entries{}",
-                    if ints.len() == 1 { format!(" (integer input '{}')", ints[0].name) } else { String::new() }
+                    if ints.len() == 1 { text!(" (integer input '{}')", ints[0].name) } else { String::new() }
                 ),
-                format!("keep ids in [0, {limit}): check the tokenizer/vocabulary the client uses matches the model's"),
+                text!("keep ids in [0, {limit}): check the tokenizer/vocabulary the client uses matches the model's"),
             );
             d.input = (ints.len() == 1).then(|| ints[0].name.clone());
             d.evidence = c.evidence(false, &[]);
@@ -490,7 +490,7 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
         Finding::Placeholder { name } => {
             let mut d = c.diag(
                 "missing_input",
-                format!("the graph needs placeholder '{name}', which no input of the request feeds"),
+                text!("the graph needs placeholder '{name}', which no input of the request feeds"),
                 "send every input the signature lists; the model's export may be missing this input from its signature".into(),
             );
             d.input = Some(name);
@@ -501,9 +501,9 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
         Finding::JsonParse { detail, offset } => {
             c.certain(
                 "malformed_json",
-                format!(
+                text!(
                     "the request body is not valid JSON: {detail}{}",
-                    offset.map(|o| format!(" (at byte {o})")).unwrap_or_default()
+                    offset.map(|o| text!(" (at byte {o})")).unwrap_or_default()
                 ),
                 "serialise the body with a JSON library (json.dumps) instead of building it by hand".into(),
             )
@@ -541,14 +541,14 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
             };
             let mut d = c.diag(
                 "dtype_mismatch",
-                format!(
+                text!(
                     "{}the JSON value {value} ({json_type}) cannot be converted to {want}, the input's dtype",
-                    holder.map(|t| format!("input '{}': ", t.name)).unwrap_or_default()
+                    holder.map(|t| text!("input '{}': ", t.name)).unwrap_or_default()
                 ),
                 match json_type.as_str() {
-                    "Object" => format!("send plain numbers for a {want} input; {{\"b64\": …}} is only for string inputs"),
-                    "String" => format!("send numbers, not strings, for a {want} input"),
-                    _ => format!("send values of type {want}"),
+                    "Object" => text!("send plain numbers for a {want} input; {{\"b64\": …}} is only for string inputs"),
+                    "String" => text!("send numbers, not strings, for a {want} input"),
+                    _ => text!("send values of type {want}"),
                 },
             );
             d.sent_dtype = Some(sent_dt.into());
@@ -570,9 +570,9 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
                     .find(|t| t.problems.iter().any(|p| p.starts_with("ragged")));
             let mut d = c.diag(
                 "ragged_instances",
-                format!(
+                text!(
                     "the rows of 'instances' differ in size{}: one has {got} values where {expected} were expected",
-                    ragged.map(|t| format!(" for input '{}'", t.name)).unwrap_or_default()
+                    ragged.map(|t| text!(" for input '{}'", t.name)).unwrap_or_default()
                 ),
                 "pad or truncate every row to the same length, or send each input in columnar form ('inputs')".into(),
             );
@@ -591,14 +591,14 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
         Finding::RestFormat(what) => {
             c.certain(
                 "wrong_format",
-                format!("the JSON body has the wrong layout: {what}"),
+                text!("the JSON body has the wrong layout: {what}"),
                 "send {\"instances\": [...]} (one entry per row) or {\"inputs\": {...}} (one entry per input), not both".into(),
             )
         }
         Finding::MalformedRequest { method, path } => {
             c.certain(
                 "other",
-                format!("{method} {path} is not a TF Serving REST API URL"),
+                text!("{method} {path} is not a TF Serving REST API URL"),
                 "POST to /v1/models/<model>[/versions/<n>]:predict (or :classify, :regress); GET /v1/models/<model>[/metadata]".into(),
             )
         }
@@ -696,12 +696,12 @@ fn dtype_arg(c: &Ctx<'_>, index: usize, want: &str, got: &str) -> Diagnosis {
             // The request's tensors were not seen: name the feed position.
             let mut d = c.diag(
                 "dtype_mismatch",
-                format!(
+                text!(
                     "the input fed at position {index} (arg[{index}], feeds sorted by tensor name) was sent as {}; the model expects {}",
                     dtype_words(got_dt),
                     dtype_words(want_dt)
                 ),
-                format!(
+                text!(
                     "cast that input before sending, e.g. np.asarray(x, dtype=np.{}) or tf.make_tensor_proto(x, dtype={})",
                     dtype::code(want_dt).and_then(dtype::numpy).unwrap_or("…"),
                     tf_py_name(want_dt)
@@ -729,25 +729,25 @@ fn dtype_mismatch(c: &Ctx<'_>, alias: &str, sent: &str, want: &str, conf: Confid
             })
             .map(|t| t.name.clone())
             .collect();
-    let mut summary = format!(
+    let mut summary = text!(
         "input '{alias}' was sent as {}; the model expects {}",
         dtype_words(sent),
         dtype_words(want)
     );
     if !others.is_empty() {
-        summary.push_str(&format!(
+        summary.push_str(&text!(
             " (also sent as {}: {})",
             dtype::code(sent).and_then(dtype::numpy).unwrap_or(sent),
             others.join(", ")
         ));
     }
     let np = dtype::code(want).and_then(dtype::numpy).unwrap_or("…");
-    let mut fix = format!(
+    let mut fix = text!(
         "cast before sending, e.g. np.asarray(x, dtype=np.{np}) or tf.make_tensor_proto(x, dtype={})",
         tf_py_name(want)
     );
     if sent == "DT_DOUBLE" || sent == "DT_INT64" {
-        fix.push_str(&format!(
+        fix.push_str(&text!(
             "; numpy arrays of Python {} default to {}",
             if sent == "DT_DOUBLE" {
                 "floats"
@@ -758,7 +758,7 @@ fn dtype_mismatch(c: &Ctx<'_>, alias: &str, sent: &str, want: &str, conf: Confid
         ));
     }
     if c.ex.transport == Transport::Rest {
-        fix = format!("send JSON values that convert to {}", dtype_words(want));
+        fix = text!("send JSON values that convert to {}", dtype_words(want));
     }
     let mut d = c.diag("dtype_mismatch", summary, fix);
     d.input = Some(alias.to_string());
@@ -808,11 +808,11 @@ fn input_set(
         (None, None) => {
             let mut d = c.diag(
                 "missing_input",
-                format!(
+                text!(
                     "the request's inputs ({}) do not match the signature's",
                     list(sent)
                 ),
-                format!("send exactly these inputs: {}", list(&expected)),
+                text!("send exactly these inputs: {}", list(&expected)),
             );
             d.evidence = c.evidence(true, &[]);
             d.confidence = Confidence::Likely;
@@ -836,18 +836,18 @@ fn unknown_alias(c: &Ctx<'_>, alias: &str, missing: &[String], expected: &[Strin
     } else {
         expected.to_vec()
     };
-    let mut summary = format!(
+    let mut summary = text!(
         "input '{alias}' is not in signature '{}' of model '{}' (its inputs: {})",
         c.signature(),
         c.model(),
         list(&expected_list)
     );
     if let Some(s) = suggestion {
-        summary.push_str(&format!("; did you mean '{s}'?"));
+        summary.push_str(&text!("; did you mean '{s}'?"));
     }
     let fix = match suggestion {
-        Some(s) => format!("rename the request input '{alias}' to '{s}' (request.inputs['{s}'])"),
-        None => format!(
+        Some(s) => text!("rename the request input '{alias}' to '{s}' (request.inputs['{s}'])"),
+        None => text!(
             "remove input '{alias}'; the signature's inputs are {}",
             list(&expected_list)
         ),
@@ -872,14 +872,14 @@ fn missing_input(c: &Ctx<'_>, alias: &str, expected: &[String]) -> Diagnosis {
     let spec = c.spec(alias);
     let mut d = c.diag(
         "missing_input",
-        format!(
+        text!(
             "input '{alias}' is required by signature '{}' of model '{}' but was not sent",
             c.signature(),
             c.model()
         ),
-        format!(
+        text!(
             "add input '{alias}'{} to the request; the signature expects {}",
-            spec.map(|s| format!(
+            spec.map(|s| text!(
                 " ({} {})",
                 s.dtype.as_deref().unwrap_or("?"),
                 s.shape
@@ -915,8 +915,8 @@ fn malformed(c: &Ctx<'_>, alias: &str) -> Diagnosis {
     let mut d = c.diag(
         "malformed_tensor",
         match &problem {
-            Some(p) => format!("input '{alias}' is not a valid tensor: {p}"),
-            None => format!("the server could not parse input '{alias}' as a tensor"),
+            Some(p) => text!("input '{alias}' is not a valid tensor: {p}"),
+            None => text!("the server could not parse input '{alias}' as a tensor"),
         },
         fix,
     );
@@ -941,16 +941,16 @@ fn unknown_signature(c: &Ctx<'_>, signature: &str) -> Diagnosis {
         .into_iter()
         .filter(|n| n != signature && !n.starts_with("__"))
         .collect();
-    let mut summary = format!("model '{}' has no signature '{signature}'", c.model());
+    let mut summary = text!("model '{}' has no signature '{signature}'", c.model());
     if !names.is_empty() {
-        summary.push_str(&format!(
+        summary.push_str(&text!(
             " (signatures{}: {})",
             if complete { "" } else { " seen" },
             names.join(", ")
         ));
     }
     let fix = match did_you_mean(signature, &names).or_else(|| names.iter().find(|n| *n == "serving_default").map(String::as_str)) {
-        Some(s) => format!("set model_spec.signature_name to '{s}' (empty means serving_default)"),
+        Some(s) => text!("set model_spec.signature_name to '{s}' (empty means serving_default)"),
         None => "set model_spec.signature_name to a signature the model exports (saved_model_cli show --dir … --all lists them)".into(),
     };
     let mut d = c.diag("unknown_signature", summary, fix);
@@ -971,34 +971,34 @@ fn not_found(c: &Ctx<'_>, model: &str, version: Option<i64>) -> Diagnosis {
     let (category, summary, fix, conf) = match version {
         Some(v) if known => (
             "version_not_found",
-            format!(
+            text!(
                 "model '{model}' has no version {v} loaded{}",
-                if versions.is_empty() { String::new() } else { format!(" (versions seen: {})", join_i64(&versions)) }
+                if versions.is_empty() { String::new() } else { text!(" (versions seen: {})", join_i64(&versions)) }
             ),
             match versions.last() {
-                Some(latest) => format!("request an available version (e.g. {latest}), or leave the version unset for the latest"),
+                Some(latest) => text!("request an available version (e.g. {latest}), or leave the version unset for the latest"),
                 None => "request an available version, or leave the version unset for the latest".to_string(),
             },
             Confidence::Certain,
         ),
         Some(v) => (
             "version_not_found",
-            format!("version {v} of model '{model}' is not loaded (the model itself was not seen answering in this capture)"),
+            text!("version {v} of model '{model}' is not loaded (the model itself was not seen answering in this capture)"),
             "check the model name and version against the server's model config (GetModelStatus lists the loaded versions)".to_string(),
             Confidence::Likely,
         ),
         None => (
             "model_not_found",
-            format!(
+            text!(
                 "no model named '{model}' is loaded on the server{}",
                 match did_you_mean(model, &models) {
-                    Some(m) => format!("; did you mean '{m}'?"),
-                    None if !models.is_empty() => format!(" (models seen: {})", models.join(", ")),
+                    Some(m) => text!("; did you mean '{m}'?"),
+                    None if !models.is_empty() => text!(" (models seen: {})", models.join(", ")),
                     None => String::new(),
                 }
             ),
             match did_you_mean(model, &models) {
-                Some(m) => format!("set model_spec.name to '{m}'"),
+                Some(m) => text!("set model_spec.name to '{m}'"),
                 None => "check model_spec.name against the server's --model_name / model config; a model that is still loading is also not found".to_string(),
             },
             if known { Confidence::Likely } else { Confidence::Certain },
@@ -1007,7 +1007,7 @@ fn not_found(c: &Ctx<'_>, model: &str, version: Option<i64>) -> Diagnosis {
     let mut d = c.diag(category, summary, fix);
     d.evidence = c.evidence(false, &[]);
     if !versions.is_empty() {
-        d.evidence.push(format!(
+        d.evidence.push(text!(
             "traffic: versions of '{model}' seen: {}",
             join_i64(&versions)
         ));
@@ -1084,9 +1084,9 @@ fn shape_error(c: &Ctx<'_>, hint: ShapeHint) -> Diagnosis {
     }
     let mut d = c.diag(
         "shape_mismatch",
-        format!(
+        text!(
             "the model rejected the shape of an input{}",
-            c.server.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+            c.server.as_deref().map(|m| text!(": {m}")).unwrap_or_default()
         ),
         "compare the request's shapes with the signature (GetModelMetadata, or saved_model_cli show)".into(),
     );
@@ -1113,12 +1113,12 @@ fn shape_diag(
     let (category, summary, fix) = if sent.len() + 1 == exp.len() && fits(sent, &exp[1..]) {
         (
             "missing_batch_dim",
-            format!(
+            text!(
                 "input '{alias}' was sent with shape {}, one example without the batch dimension; the model expects {}",
                 shape_string(sent),
                 shape_string(exp)
             ),
-            format!(
+            text!(
                 "add a leading batch dimension: send shape {} (np.expand_dims(x, 0), or x[np.newaxis, ...]); REST: wrap each example in a list",
                 shape_string(&[&[1], sent].concat())
             ),
@@ -1126,12 +1126,12 @@ fn shape_diag(
     } else if sent.len() == exp.len() + 1 && sent.first() == Some(&1) && fits(&sent[1..], exp) {
         (
             "shape_mismatch",
-            format!(
+            text!(
                 "input '{alias}' has an extra leading dimension: sent {}, the model expects {}",
                 shape_string(sent),
                 shape_string(exp)
             ),
-            format!(
+            text!(
                 "drop the extra dimension: send shape {} (np.squeeze(x, 0))",
                 shape_string(&sent[1..])
             ),
@@ -1142,17 +1142,17 @@ fn shape_diag(
             .zip(exp)
             .enumerate()
             .filter(|(_, (s, e))| **e >= 0 && s != e)
-            .map(|(i, (s, e))| format!("dimension {i} is {s}, expected {e}"))
+            .map(|(i, (s, e))| text!("dimension {i} is {s}, expected {e}"))
             .collect();
         (
             "shape_mismatch",
-            format!(
+            text!(
                 "input '{alias}' has shape {}; the model expects {} ({})",
                 shape_string(sent),
                 shape_string(exp),
                 dims.join("; ")
             ),
-            format!(
+            text!(
                 "reshape or re-featurise the input to {} before sending",
                 shape_string(exp)
             ),
@@ -1160,14 +1160,14 @@ fn shape_diag(
     } else {
         (
             "shape_mismatch",
-            format!(
+            text!(
                 "input '{alias}' has rank {} (shape {}); the model expects rank {} ({})",
                 sent.len(),
                 shape_string(sent),
                 exp.len(),
                 shape_string(exp)
             ),
-            format!("send the input with shape {}", shape_string(exp)),
+            text!("send the input with shape {}", shape_string(exp)),
         )
     };
     let mut d = c.diag(category, summary, fix);
@@ -1204,7 +1204,7 @@ fn batch_sizes(c: &Ctx<'_>) -> Option<Diagnosis> {
     let odd = dims.iter().find(|(_, d)| *d != common)?;
     let mut d = c.diag(
         "batch_size_mismatch",
-        format!(
+        text!(
             "inputs disagree on the batch size: '{}' has {} rows, while '{}'{} {} {}",
             odd.0,
             odd.1,
@@ -1213,7 +1213,7 @@ fn batch_sizes(c: &Ctx<'_>) -> Option<Diagnosis> {
             if count(common) > 1 { "have" } else { "has" },
             common
         ),
-        format!(
+        text!(
             "send every input with the same number of rows (dimension 0): '{}' should have {} rows like the others",
             odd.0, common
         ),
@@ -1243,11 +1243,11 @@ fn fallback(c: &Ctx<'_>) -> Diagnosis {
     {
         let mut d = c.diag(
             "protocol_mismatch",
-            format!("the request was not a protobuf gRPC message: {note}"),
+            text!("the request was not a protobuf gRPC message: {note}"),
             "send protobuf over gRPC to port 8500 (a generated PredictionService stub), or JSON to the REST API on port 8501 (POST /v1/models/<model>:predict)".into(),
         );
         d.evidence = c.evidence(false, &[]);
-        d.evidence.push(format!("tfwire: {note}"));
+        d.evidence.push(text!("tfwire: {note}"));
         d.confidence = if ex
             .status
             .grpc_code
@@ -1272,7 +1272,7 @@ fn fallback(c: &Ctx<'_>) -> Diagnosis {
             "POST to /v1/models/<model>[/versions/<n>]:predict (or :classify, :regress); GET /v1/models/<model>[/metadata]".into(),
         );
         d.evidence = c.evidence(false, &[]);
-        d.evidence.push(format!(
+        d.evidence.push(text!(
             "request: {} {}",
             ex.http_method.as_deref().unwrap_or("?"),
             ex.path.as_deref().unwrap_or("?")
@@ -1303,9 +1303,9 @@ fn fallback(c: &Ctx<'_>) -> Diagnosis {
                 } else {
                     "server_error"
                 },
-                format!(
+                text!(
                 "the server failed with {code}{}: a server-side problem, not a malformed request",
-                c.server.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
+                c.server.as_deref().map(|m| text!(" ({m})")).unwrap_or_default()
             ),
                 "check the server's logs and model state (GetModelStatus); retry with backoff"
                     .to_string(),
@@ -1313,7 +1313,7 @@ fn fallback(c: &Ctx<'_>) -> Diagnosis {
         }
         "UNIMPLEMENTED" => (
             "protocol_mismatch",
-            format!(
+            text!(
                 "the server does not implement {}",
                 ex.path.as_deref().unwrap_or("this method")
             ),
@@ -1331,13 +1331,13 @@ fn fallback(c: &Ctx<'_>) -> Diagnosis {
         ),
         _ if ex.status.reset.is_some() && ex.status.grpc_code.is_none() => (
             "other",
-            format!("no status: {}", ex.status.reset.as_deref().unwrap_or("")),
+            text!("no status: {}", ex.status.reset.as_deref().unwrap_or("")),
             "capture longer, or check the network path".to_string(),
         ),
         _ => (
             "other",
             match &c.server {
-                Some(m) => format!("unrecognised error: {m}"),
+                Some(m) => text!("unrecognised error: {m}"),
                 None => "the call failed without a message".to_string(),
             },
             "see the server's message".to_string(),
@@ -1346,7 +1346,7 @@ fn fallback(c: &Ctx<'_>) -> Diagnosis {
     let mut d = c.diag(category, summary, fix);
     d.evidence = c.evidence(false, &[]);
     if let Some(r) = &ex.status.reset {
-        d.evidence.push(format!("stream: {r}"));
+        d.evidence.push(text!("stream: {r}"));
     }
     d.confidence = if c.server.is_some() {
         Confidence::Likely
@@ -1430,15 +1430,15 @@ pub fn warnings(ex: &Exchange, book: &SignatureBook) -> Vec<String> {
         }
         let shape = t.shape.as_deref().map(shape_string).unwrap_or_default();
         w.push(if values == 0 && n > 0 {
-            format!("input '{}': no values for shape {shape} ({n} elements); TF filled the tensor with zeros", t.name)
+            text!("input '{}': no values for shape {shape} ({n} elements); TF filled the tensor with zeros", t.name)
         } else if values < n {
-            format!(
+            text!(
                 "input '{}': {values} values for shape {shape} ({n} elements); TF repeated the last value to fill the other {}",
                 t.name,
                 n - values
             )
         } else {
-            format!(
+            text!(
                 "input '{}': {values} values for shape {shape} ({n} elements); TF ignored the extra {}",
                 t.name,
                 values - n
@@ -1463,7 +1463,7 @@ pub fn warnings(ex: &Exchange, book: &SignatureBook) -> Vec<String> {
                 e.signature.input(&t.name).and_then(|s| s.dtype.as_deref()),
             ) {
                 if s != x {
-                    w.push(format!(
+                    w.push(text!(
                         "input '{}' was sent as {s} but the signature declares {x}; the server accepted it",
                         t.name
                     ));
