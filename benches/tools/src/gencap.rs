@@ -83,6 +83,9 @@ pub struct Options {
     /// Connections open at once.
     pub concurrency: usize,
     pub seed: u64,
+    /// Small profile: the share of calls, in percent, answered
+    /// INVALID_ARGUMENT (an incident capture has far more than the usual 5).
+    pub fail_percent: u64,
 }
 
 impl Options {
@@ -101,6 +104,7 @@ impl Options {
                 Profile::Small => 32,
             },
             seed: 7,
+            fail_percent: 5,
         }
     }
 }
@@ -924,10 +928,11 @@ pub fn generate(opts: &Options) -> Result<Summary, String> {
                 Profile::Large => (0, 0),
                 Profile::Small => {
                     let clones = 500 + rng.below(1001);
-                    // About 5% INVALID_ARGUMENT over the whole connection.
+                    // About `fail_percent` INVALID_ARGUMENT over the whole connection.
                     let total = src.exchanges() as u64 + clones;
                     let base_ia = src.outcomes.iter().filter(|o| o.invalid_argument).count();
-                    (clones, (total / 20).saturating_sub(base_ia as u64))
+                    let fails = total * opts.fail_percent.min(100) / 100;
+                    (clones, fails.saturating_sub(base_ia as u64))
                 }
             };
             let p = plan_connection(src, clones, fails, &mut rng, &mut buf, &mut msgs);

@@ -3,7 +3,7 @@
 //! ```text
 //! gen_captures --profile large|small [--out FILE] [--size-mb N] [--packets N]
 //!              [--mss N] [--concurrency N] [--seed N] [--format pcap|pcapng]
-//!              [--fixtures DIR]
+//!              [--fixtures DIR] [--fail-percent N]
 //! ```
 //!
 //! Defaults: `large` about 1024 MiB into `bench-data/large.pcap`, `small`
@@ -20,7 +20,8 @@ use tfwire_bench::gencap::{generate, Format, Options, Profile};
 fn usage() -> ExitCode {
     eprintln!(
         "usage: gen_captures --profile large|small [--out FILE] [--size-mb N] [--packets N] \
-         [--mss N] [--concurrency N] [--seed N] [--format pcap|pcapng] [--fixtures DIR]"
+         [--mss N] [--concurrency N] [--seed N] [--format pcap|pcapng] [--fixtures DIR] \
+         [--fail-percent N]"
     );
     ExitCode::from(2)
 }
@@ -75,6 +76,7 @@ fn main() -> ExitCode {
                 .map(|n| opts.concurrency = n.max(1) as usize)
                 .is_some(),
             "--seed" => num().map(|n| opts.seed = n).is_some(),
+            "--fail-percent" => num().map(|n| opts.fail_percent = n.min(100)).is_some(),
             "--format" => match value.as_str() {
                 "pcap" => {
                     opts.format = Format::Pcap;
