@@ -37,7 +37,7 @@ impl<'a> Ctx<'a> {
     fn evidence(&self, with_signature: bool, inputs: &[&str]) -> Vec<String> {
         let mut ev = Vec::new();
         if let Some(m) = &self.server {
-            ev.push(text!("server: {m}"));
+            ev.push(["server: ", m].concat());
         }
         if let Some(n) = &self.node {
             ev.push(text!("raised by graph node {n}"));
@@ -88,31 +88,47 @@ impl<'a> Ctx<'a> {
 }
 
 fn describe_tensor(t: &TensorSummary) -> String {
-    let enc = match t.encoding {
-        ValueEncoding::TensorContent => "tensor_content".to_string(),
-        ValueEncoding::Typed => t.fields.join("+"),
-        ValueEncoding::Empty => "no values".to_string(),
-        ValueEncoding::Json => text!("JSON {}", t.json.as_deref().unwrap_or(&[]).join("/")),
+    // Written piece by piece: one of these is in the evidence of most failures.
+    let mut s = String::with_capacity(128);
+    s.push_str(&t.name);
+    s.push(' ');
+    s.push_str(t.dtype.unwrap_or("DT_?"));
+    s.push(' ');
+    match t.shape.as_deref() {
+        Some(dims) => dtype::push_shape(&mut s, dims),
+        None => s.push_str("<unknown>"),
+    }
+    s.push_str(" (");
+    let join = |s: &mut String, parts: &[&str], sep: char| {
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                s.push(sep);
+            }
+            s.push_str(p);
+        }
     };
-    text!(
-        "{} {} {} ({}, {} values)",
-        t.name,
-        t.dtype.unwrap_or("DT_?"),
-        t.shape
-            .as_deref()
-            .map(shape_string)
-            .unwrap_or_else(|| "<unknown>".into()),
-        enc,
-        t.values
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "?".into())
-    )
+    match t.encoding {
+        ValueEncoding::TensorContent => s.push_str("tensor_content"),
+        ValueEncoding::Typed => join(&mut s, &t.fields, '+'),
+        ValueEncoding::Empty => s.push_str("no values"),
+        ValueEncoding::Json => {
+            s.push_str("JSON ");
+            join(&mut s, t.json.as_deref().unwrap_or(&[]), '/');
+        }
+    }
+    s.push_str(", ");
+    match t.values {
+        Some(v) => s.push_str(itoa::Buffer::new().format(v)),
+        None => s.push('?'),
+    }
+    s.push_str(" values)");
+    s
 }
 
 /// `float64 (DT_DOUBLE)` for humans.
 fn dtype_words(dt: &str) -> String {
     match dtype::code(dt).and_then(dtype::numpy) {
-        Some(np) if np != "object" => text!("{np} ({dt})"),
+        Some(np) if np != "object" => [np, " (", dt, ")"].concat(),
         _ => dt.to_string(),
     }
 }
@@ -1477,6 +1493,62 @@ pub fn warnings(ex: &Exchange, book: &SignatureBook) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tensors_are_described_in_one_line() {
+        let t = |encoding, shape: Option<Vec<i64>>, values, fields, json| TensorSummary {
+            name: "x".into(),
+            dtype: Some("DT_FLOAT"),
+            dtype_code: None,
+            shape,
+            values,
+            encoding,
+            fields,
+            bytes: 0,
+            problems: Vec::new(),
+            json,
+        };
+        for (tensor, want) in [
+            (
+                t(
+                    ValueEncoding::TensorContent,
+                    Some(vec![-1, 10]),
+                    Some(20),
+                    vec![],
+                    None,
+                ),
+                "x DT_FLOAT [?,10] (tensor_content, 20 values)",
+            ),
+            (
+                t(
+                    ValueEncoding::Typed,
+                    None,
+                    None,
+                    vec!["float_val", "int_val"],
+                    None,
+                ),
+                "x DT_FLOAT <unknown> (float_val+int_val, ? values)",
+            ),
+            (
+                t(ValueEncoding::Empty, Some(vec![]), Some(0), vec![], None),
+                "x DT_FLOAT [] (no values, 0 values)",
+            ),
+            (
+                t(
+                    ValueEncoding::Json,
+                    Some(vec![2]),
+                    Some(2),
+                    vec![],
+                    Some(vec!["float", "int"]),
+                ),
+                "x DT_FLOAT [2] (JSON float/int, 2 values)",
+            ),
+        ] {
+            assert_eq!(describe_tensor(&tensor), want);
+        }
+        assert_eq!(dtype_words("DT_DOUBLE"), "float64 (DT_DOUBLE)");
+        assert_eq!(dtype_words("DT_STRING"), "DT_STRING");
+    }
 
     #[test]
     fn typo_suggestions() {

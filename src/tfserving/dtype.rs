@@ -97,17 +97,25 @@ pub fn numpy(code: i32) -> Option<&'static str> {
 
 /// TF's shape notation: `[2,3]`, `?` for unknown dims, `[]` for a scalar.
 pub fn shape_string(dims: &[i64]) -> String {
-    let parts: Vec<String> = dims
-        .iter()
-        .map(|&d| {
-            if d < 0 {
-                "?".to_string()
-            } else {
-                d.to_string()
-            }
-        })
-        .collect();
-    format!("[{}]", parts.join(","))
+    let mut s = String::with_capacity(2 + 4 * dims.len());
+    push_shape(&mut s, dims);
+    s
+}
+
+/// [`shape_string`] appended to `out`.
+pub fn push_shape(out: &mut String, dims: &[i64]) {
+    out.push('[');
+    for (i, &d) in dims.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if d < 0 {
+            out.push('?');
+        } else {
+            out.push_str(itoa::Buffer::new().format(d));
+        }
+    }
+    out.push(']');
 }
 
 #[cfg(test)]
