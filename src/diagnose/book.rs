@@ -34,16 +34,28 @@ impl Source {
             Source::ModelDir(p) => text!("signature: SavedModel {p}"),
             Source::SignaturesFile(p) => text!("signature: metadata file {p}"),
             Source::Metadata { exchange, frame } => match frame {
-                Some(f) => text!("signature: GetModelMetadata response, frame {f} (exchange {exchange})"),
+                Some(f) => {
+                    text!("signature: GetModelMetadata response, frame {f} (exchange {exchange})")
+                }
                 None => text!("signature: metadata response (exchange {exchange})"),
             },
+            // In the evidence of most failures: written without the
+            // formatting machinery.
             Source::Traffic {
                 first_exchange,
                 requests,
-            } => text!(
-                "signature: inferred from {requests} successful request{} (first: exchange {first_exchange})",
-                if *requests == 1 { "" } else { "s" }
-            ),
+            } => [
+                "signature: inferred from ",
+                itoa::Buffer::new().format(*requests),
+                if *requests == 1 {
+                    " successful request (first: exchange "
+                } else {
+                    " successful requests (first: exchange "
+                },
+                itoa::Buffer::new().format(*first_exchange),
+                ")",
+            ]
+            .concat(),
         }
     }
 
@@ -318,5 +330,34 @@ fn merge(specs: &mut Vec<TensorSpec>, seen: &[TensorSummary], rest: bool) {
             }
             None => specs.push(generalise(t, rest)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_describe_themselves() {
+        let traffic = |requests| Source::Traffic {
+            first_exchange: 12,
+            requests,
+        };
+        assert_eq!(
+            traffic(1).describe(),
+            "signature: inferred from 1 successful request (first: exchange 12)"
+        );
+        assert_eq!(
+            traffic(40).describe(),
+            "signature: inferred from 40 successful requests (first: exchange 12)"
+        );
+        assert_eq!(
+            Source::Metadata {
+                exchange: 3,
+                frame: Some(9)
+            }
+            .describe(),
+            "signature: GetModelMetadata response, frame 9 (exchange 3)"
+        );
     }
 }
