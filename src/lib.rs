@@ -64,10 +64,16 @@ fn report_one<W: Write>(
     let (ok, done) = match output {
         Output::Jsonl(j) => {
             let ok = match &line {
-                // Written by a worker; diagnosis may have added warnings.
-                Some(l) if ex.diagnosis.is_none() => {
-                    j.write_with(|buf| l.write(buf, ex.id, ex.connection, &ex.warnings))
-                }
+                // Written by a worker; the merger adds the diagnosis or warnings.
+                Some(l) => j.write_with(|buf| {
+                    l.write(
+                        buf,
+                        ex.id,
+                        ex.connection,
+                        ex.diagnosis.as_deref(),
+                        &ex.warnings,
+                    )
+                }),
                 _ => j.exchange(&ex),
             };
             (ok, Some((ex, line)))

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
 use crate::capture::{CaptureReader, CaptureStats, LinkType, Packet};
+use crate::diagnose::Diagnosis;
 use crate::net::{tcp_segment, NetStats, TcpSegment};
 use crate::pipeline::{Analyzer, Config, ExchangeSink, ProtoStats};
 use crate::tfserving::{Exchange, Transport};
@@ -240,24 +241,20 @@ impl ShardSink<'_> {
 impl ExchangeSink for ShardSink<'_> {
     fn exchange(&mut self, mut ex: Box<Exchange>) -> bool {
         let frame = self.frame;
+        // The merger only adds a diagnosis or warnings to a gRPC call:
+        // write its line here, where the exchange is still in this core's
+        // cache. A successful call keeps only what diagnosis and the summary
+        // read; a failure crosses whole (the summary groups its clients and
+        // times). REST calls, whose inputs the merger may type, cross whole
+        // and without a line.
+        let grpc = ex.transport == Transport::Grpc;
         let line = match self.output {
-            // The merger only adds warnings to a successful gRPC call: write
-            // its line here, where the exchange is still in this core's
-            // cache, and keep for the merger what diagnosis and the summary
-            // read. Failures and REST calls (whose inputs the merger may
-            // type) cross whole.
-            Output::Lines | Output::Counts if ex.transport == Transport::Grpc && ex.status.ok => {
-                let line = match self.output {
-                    Output::Lines => Line::of(&ex),
-                    _ => None,
-                };
-                if line.is_some() || self.output == Output::Counts {
-                    slim(&mut ex);
-                }
-                line
-            }
+            Output::Lines if grpc => Line::of(&ex),
             _ => None,
         };
+        if grpc && ex.status.ok && (line.is_some() || self.output == Output::Counts) {
+            slim(&mut ex);
+        }
         self.push(Item::Exchange { frame, ex, line })
     }
 
@@ -299,19 +296,21 @@ fn slim(ex: &mut Exchange) {
 
 /// An exchange's JSON line written by its shard thread, with the places
 /// where the merger writes what only it knows: the exchange number, the
-/// connection's global index (twice) and warnings from diagnosis.
+/// connection's global index (twice), and the diagnosis or warnings.
 pub struct Line {
     text: Vec<u8>,
     id: (usize, usize),
     conn: (usize, usize),
+    /// Where `null` stands for the diagnosis.
+    diagnosis: usize,
     warnings: usize,
     filter: (usize, usize),
 }
 
 impl Line {
     /// Writes `ex`'s line with its places marked; None if it has no
-    /// connection number in its filter or already has warnings (the merger
-    /// then writes the whole line).
+    /// connection number in its filter or already has a diagnosis or
+    /// warnings (the merger then writes the whole line).
     fn of(ex: &Exchange) -> Option<Line> {
         let mut text = Vec::with_capacity(1024);
         let marks = crate::report::json::write_exchange_marked(&mut text, ex);
@@ -321,31 +320,49 @@ impl Line {
             text.get(a..b)
                 .is_some_and(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
         };
+        let null = marks.diagnosis + b"null".len();
         let ok = text.get(marks.warnings) == Some(&b']')
+            && text.get(marks.diagnosis..null) == Some(b"null")
             && digits(marks.id)
             && digits(marks.connection)
             && digits(filter)
             && marks.id.1 <= marks.connection.0
-            && marks.connection.1 <= marks.warnings
+            && marks.connection.1 <= marks.diagnosis
+            && null <= marks.warnings
             && marks.warnings <= filter.0;
         ok.then_some(Line {
             text,
             id: marks.id,
             conn: marks.connection,
+            diagnosis: marks.diagnosis,
             warnings: marks.warnings,
             filter,
         })
     }
 
     /// Appends the final line (no newline).
-    pub fn write(&self, out: &mut Vec<u8>, id: u64, conn: u64, warnings: &[String]) {
+    pub fn write(
+        &self,
+        out: &mut Vec<u8>,
+        id: u64,
+        conn: u64,
+        diagnosis: Option<&Diagnosis>,
+        warnings: &[String],
+    ) {
         let t = &self.text;
         use crate::report::json::int as num;
         out.extend_from_slice(&t[..self.id.0]);
         num(out, id);
         out.extend_from_slice(&t[self.id.1..self.conn.0]);
         num(out, conn);
-        out.extend_from_slice(&t[self.conn.1..self.warnings]);
+        match diagnosis {
+            Some(d) => {
+                out.extend_from_slice(&t[self.conn.1..self.diagnosis]);
+                crate::report::json::write_diagnosis(out, d);
+                out.extend_from_slice(&t[self.diagnosis + b"null".len()..self.warnings]);
+            }
+            None => out.extend_from_slice(&t[self.conn.1..self.warnings]),
+        }
         for (i, w) in warnings.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -778,28 +795,58 @@ mod tests {
     }
 
     /// A line written by a worker, finished by the merger, is the line the
-    /// merger would have written for the final exchange.
+    /// merger would have written for the final exchange: successes with
+    /// warnings, failures with their diagnosis.
     #[test]
     fn spliced_lines_equal_lines_written_whole() {
         use crate::report::json::write_exchange;
-        let exchanges = crate::pipeline::fixture_exchanges("grpc_basic.pcapng");
-        let ok: Vec<&Exchange> = exchanges.iter().filter(|e| e.status.ok).collect();
-        assert!(ok.len() > 5);
-        for (i, ex) in ok.into_iter().enumerate() {
-            let line = Line::of(ex).expect("a successful call's line has every mark");
+        let mut exchanges = crate::pipeline::fixture_exchanges("grpc_basic.pcapng");
+        exchanges.extend(crate::pipeline::fixture_exchanges("grpc_diagnosis.pcapng"));
+        assert!(exchanges.iter().filter(|e| e.status.ok).count() > 5);
+        assert!(exchanges.iter().filter(|e| !e.status.ok).count() > 5);
+        // Diagnoses as the merger makes them, in order.
+        let mut engine = crate::diagnose::Engine::new(crate::diagnose::SignatureBook::new());
+        let mut diagnosed = Vec::new();
+        for ex in &exchanges {
+            engine.push(Box::new(ex.clone()), &mut |d| {
+                diagnosed.push(d);
+                true
+            });
+        }
+        engine.finish(&mut |d| {
+            diagnosed.push(d);
+            true
+        });
+        assert_eq!(diagnosed.len(), exchanges.len());
+        assert!(diagnosed.iter().any(|d| d.diagnosis.is_some()));
+        for (i, (ex, diagnosed)) in exchanges.iter().zip(&diagnosed).enumerate() {
+            let line = Line::of(ex).expect("a gRPC call's line has every mark");
             let mut fin = ex.clone();
             renumber(&mut fin, 1000 + i as u64, 70_000 + i as u64);
-            fin.warnings = (0..i % 3).map(|k| format!("warning \"{k}\"\n")).collect();
+            fin.diagnosis = diagnosed.diagnosis.clone();
+            if fin.status.ok {
+                fin.warnings = (0..i % 3).map(|k| format!("warning \"{k}\"\n")).collect();
+            }
             let (mut spliced, mut whole) = (Vec::new(), Vec::new());
-            line.write(&mut spliced, fin.id, fin.connection, &fin.warnings);
+            line.write(
+                &mut spliced,
+                fin.id,
+                fin.connection,
+                fin.diagnosis.as_deref(),
+                &fin.warnings,
+            );
             write_exchange(&mut whole, &fin);
             assert_eq!(
                 String::from_utf8_lossy(&spliced),
                 String::from_utf8_lossy(&whole)
             );
 
-            // A line that already has warnings is left to the merger, and
-            // so is one whose filter has no connection number.
+            // A line that already has a diagnosis or warnings is left to
+            // the merger, and so is one whose filter has no connection number.
+            if fin.diagnosis.is_some() {
+                assert!(Line::of(&fin).is_none());
+                fin.diagnosis = None;
+            }
             fin.warnings = vec!["w".into()];
             assert!(Line::of(&fin).is_none());
             fin.warnings.clear();

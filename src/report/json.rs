@@ -26,6 +26,8 @@ pub fn write_exchange(out: &mut Vec<u8>, ex: &Exchange) {
 pub struct Marks {
     pub id: (usize, usize),
     pub connection: (usize, usize),
+    /// Where the diagnosis value (`null` or an object) starts.
+    pub diagnosis: usize,
     /// Just inside the warnings array's `[`.
     pub warnings: usize,
     /// The connection number in `wireshark_filter`, when it has one.
@@ -178,6 +180,7 @@ pub fn write_exchange_marked(out: &mut Vec<u8>, ex: &Exchange) -> Marks {
     out.extend_from_slice(b",\"notes\":");
     strings(out, notes);
     out.extend_from_slice(b",\"diagnosis\":");
+    let diagnosis_at = out.len() - base;
     match diagnosis {
         Some(d) => write_diagnosis(out, d),
         None => out.extend_from_slice(b"null"),
@@ -199,6 +202,7 @@ pub fn write_exchange_marked(out: &mut Vec<u8>, ex: &Exchange) -> Marks {
     Marks {
         id,
         connection,
+        diagnosis: diagnosis_at,
         warnings: warnings_at,
         filter,
     }
@@ -301,7 +305,7 @@ fn write_tensor(out: &mut Vec<u8>, t: &TensorSummary) {
     out.push(b'}');
 }
 
-fn write_diagnosis(out: &mut Vec<u8>, d: &Diagnosis) {
+pub fn write_diagnosis(out: &mut Vec<u8>, d: &Diagnosis) {
     let Diagnosis {
         category,
         input,
