@@ -19,6 +19,8 @@
 # Environment:
 #   LARGE_MB=1024        size of the large-tensor capture (MiB)
 #   SMALL_PACKETS=5000000  packets in the small-request capture
+#   FAIL_PERCENT=5       calls of the small-request capture answered
+#                        INVALID_ARGUMENT (e.g. 50 for an incident's capture)
 #   MSS=1448             TCP segment size of the generated captures
 #   RUNS=3               timed rounds (best is reported per tool)
 #   THREADS=2            threads of the parallel run
@@ -35,6 +37,7 @@ ROOT=$PWD
 
 LARGE_MB=${LARGE_MB:-1024}
 SMALL_PACKETS=${SMALL_PACKETS:-5000000}
+FAIL_PERCENT=${FAIL_PERCENT:-5}
 MSS=${MSS:-1448}
 RUNS=${RUNS:-3}
 THREADS=${THREADS:-2}
@@ -72,7 +75,7 @@ mkdir -p "$DATA"
 capture_of() {
     case $1 in
     large) echo "$DATA/large-${LARGE_MB}MiB-mss${MSS}.pcap" ;;
-    small) echo "$DATA/small-${SMALL_PACKETS}p-mss${MSS}.pcap" ;;
+    small) echo "$DATA/small-${SMALL_PACKETS}p-mss${MSS}$([ "$FAIL_PERCENT" = 5 ] || echo "-fail$FAIL_PERCENT").pcap" ;;
     *) say "unknown profile $1 (large, small)"; exit 2 ;;
     esac
 }
@@ -82,7 +85,8 @@ for p in "${PROFILES[@]}"; do
         say "generating $f"
         case $p in
         large) "$BIN/gen_captures" --profile large --size-mb "$LARGE_MB" --mss "$MSS" --out "$f" >/dev/null ;;
-        small) "$BIN/gen_captures" --profile small --packets "$SMALL_PACKETS" --mss "$MSS" --out "$f" >/dev/null ;;
+        small) "$BIN/gen_captures" --profile small --packets "$SMALL_PACKETS" --mss "$MSS" \
+            --fail-percent "$FAIL_PERCENT" --out "$f" >/dev/null ;;
         esac
     fi
 done
@@ -217,7 +221,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 {
     echo "$(nproc) cores ($CPU), tfwire $REV, $(date -u +%Y-%m-%d); load average $LOAD_START at start, $LOAD_END at end."
-    echo "Captures: \`benches/run.sh\` (LARGE_MB=$LARGE_MB, SMALL_PACKETS=$SMALL_PACKETS, MSS=$MSS${NICE:+, NICE=$NICE}); best of $RUNS interleaved rounds (floor, -j1, -j$THREADS in turn; tshark: 1), files in the page cache; MB/s and packets/s from wall time."
+    echo "Captures: \`benches/run.sh\` (LARGE_MB=$LARGE_MB, SMALL_PACKETS=$SMALL_PACKETS, FAIL_PERCENT=$FAIL_PERCENT, MSS=$MSS${NICE:+, NICE=$NICE}); best of $RUNS interleaved rounds (floor, -j1, -j$THREADS in turn; tshark: 1), files in the page cache; MB/s and packets/s from wall time."
     echo
     echo "| profile | tool | wall s | CPU s | MB/s | M packets/s | peak RSS MB | of floor | found |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
