@@ -878,16 +878,18 @@ mod tests {
         assert_eq!(h.get(":path"), None);
     }
 
+    /// A header block of known fields.
+    fn block(kv: &[(&str, &str)]) -> HeaderBlock {
+        let mut b = HeaderBlock::default();
+        for (k, v) in kv {
+            b.push(Some(k.as_bytes()), Some(v.as_bytes()));
+        }
+        b
+    }
+
     #[test]
     fn repeated_header_blocks_share_their_list() {
         let mut t = CallTable::new(0, Limits::default());
-        let block = |kv: &[(&str, &str)]| -> HeaderBlock {
-            let mut b = HeaderBlock::default();
-            for (k, v) in kv {
-                b.push(Some(k.as_bytes()), Some(v.as_bytes()));
-            }
-            b
-        };
         let headers = block(&[(":status", "200"), ("content-type", "application/grpc")]);
         let ok = block(&[("grpc-status", "0"), ("grpc-message", "")]);
         let first_headers = t.header_list(Dir::ToClient, &headers, None);
@@ -931,13 +933,7 @@ mod tests {
     #[test]
     fn status_from_trailers_only() {
         let mut t = CallTable::new(0, Limits::default());
-        let fields = |kv: &[(&str, &str)]| -> HeaderBlock {
-            let mut b = HeaderBlock::default();
-            for (k, v) in kv {
-                b.push(Some(k.as_bytes()), Some(v.as_bytes()));
-            }
-            b
-        };
+        let fields = block;
         let mut out = Vec::new();
         let req = fields(&[(":path", "/tensorflow.serving.PredictionService/Predict")]);
         t.event(

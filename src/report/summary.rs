@@ -123,24 +123,15 @@ impl Summary {
         // Group by what was sent and expected; the batch size itself does
         // not make a different cause (except when it is the cause).
         let any_batch = category != "batch_size_mismatch" && category != "missing_batch_dim";
-        let sent = |out: &mut String| {
+        // What was sent (false) or expected (true), into `out`.
+        let tensor = |out: &mut String, expected: bool| {
             d.is_some_and(|d| {
-                tensor_text(
-                    out,
-                    d.sent_dtype.as_deref(),
-                    d.sent_shape.as_deref(),
-                    any_batch,
-                )
-            })
-        };
-        let expected = |out: &mut String| {
-            d.is_some_and(|d| {
-                tensor_text(
-                    out,
-                    d.expected_dtype.as_deref(),
-                    d.expected_shape.as_deref(),
-                    any_batch,
-                )
+                let (dtype, shape) = if expected {
+                    (&d.expected_dtype, &d.expected_shape)
+                } else {
+                    (&d.sent_dtype, &d.sent_shape)
+                };
+                tensor_text(out, dtype.as_deref(), shape.as_deref(), any_batch)
             })
         };
         let input = d.and_then(|d| d.input.as_deref());
@@ -169,17 +160,20 @@ impl Summary {
         key_part(&mut key, ex.model.as_deref());
         key_part(&mut key, signature_key);
         key_part(&mut key, input);
-        part.clear();
-        key_part(&mut key, sent(&mut part).then_some(part.as_str()));
-        part.clear();
-        key_part(&mut key, expected(&mut part).then_some(part.as_str()));
+        for expected in [false, true] {
+            part.clear();
+            key_part(
+                &mut key,
+                tensor(&mut part, expected).then_some(part.as_str()),
+            );
+        }
         key_part(&mut key, message_key);
         let idx = match self.index.get(key.as_str()) {
             Some(&i) => i,
             None => {
-                let owned = |text: &dyn Fn(&mut String) -> bool| {
+                let owned = |expected: bool| {
                     let mut s = String::new();
-                    text(&mut s).then_some(s)
+                    tensor(&mut s, expected).then_some(s)
                 };
                 let summary = d.map(|d| d.summary.clone()).unwrap_or_else(|| {
                     message_key.map(str::to_string).unwrap_or_else(|| {
@@ -194,8 +188,8 @@ impl Summary {
                     model: ex.model.clone(),
                     signature: signature_key.map(str::to_string),
                     input: input.map(str::to_string),
-                    sent: owned(&sent),
-                    expected: owned(&expected),
+                    sent: owned(false),
+                    expected: owned(true),
                     summary,
                     fix: d.map(|d| d.fix.clone()).unwrap_or_default(),
                     count: 0,
