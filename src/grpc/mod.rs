@@ -478,9 +478,11 @@ struct Recent {
 
 /// Header blocks remembered per direction of a connection.
 const RECENT_LISTS: usize = 3;
-/// Largest block remembered, in field bytes: the blocks that repeat are a
-/// few hundred bytes.
+/// Largest block remembered, in field bytes and in fields: the blocks that
+/// repeat are a few hundred bytes in a dozen fields, and a connection's
+/// remembered blocks stay within a few KiB.
 const RECENT_MAX_BYTES: usize = 512;
+const RECENT_MAX_FIELDS: usize = 32;
 
 impl CallTable {
     pub fn new(conn: u64, limits: Limits) -> Self {
@@ -504,7 +506,10 @@ impl CallTable {
         fields: &HeaderBlock,
         error: Option<String>,
     ) -> Arc<HeaderList> {
-        if error.is_some() || fields.bytes().len() > RECENT_MAX_BYTES {
+        if error.is_some()
+            || fields.bytes().len() > RECENT_MAX_BYTES
+            || fields.len() > RECENT_MAX_FIELDS
+        {
             return Arc::new(HeaderList::from_fields(fields, error));
         }
         self.lookups += 1;
@@ -920,13 +925,16 @@ mod tests {
         let with_error = t.header_list(Dir::ToClient, &headers, Some("HPACK: x".into()));
         assert!(!Arc::ptr_eq(&with_error, &first_headers));
         assert_eq!(with_error.error.as_deref(), Some("HPACK: x"));
-        // A block too large to remember still decodes.
+        // Blocks too large to remember (in bytes or in fields) still decode.
         let big_value = "v".repeat(RECENT_MAX_BYTES);
         let big = block(&[("x-big", &big_value)]);
-        let a = t.header_list(Dir::ToClient, &big, None);
-        let b = t.header_list(Dir::ToClient, &big, None);
-        assert!(!Arc::ptr_eq(&a, &b));
-        assert_eq!(b.get("x-big"), Some(big_value.as_str()));
+        let many: Vec<(&str, &str)> = vec![("x", "1"); RECENT_MAX_FIELDS + 1];
+        for (large, name, value) in [(big, "x-big", big_value.as_str()), (block(&many), "x", "1")] {
+            let a = t.header_list(Dir::ToClient, &large, None);
+            let b = t.header_list(Dir::ToClient, &large, None);
+            assert!(!Arc::ptr_eq(&a, &b));
+            assert_eq!(b.get(name), Some(value));
+        }
         assert!(t.recent.iter().all(|r| r.len() <= RECENT_LISTS));
     }
 
