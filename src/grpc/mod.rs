@@ -122,6 +122,16 @@ impl HeaderList {
         })
     }
 
+    /// Whether this list is `fields` taken whole: its text is the block's
+    /// bytes, nothing unknown or dropped.
+    fn is_whole(&self, fields: &HeaderBlock) -> bool {
+        self.text.len() == fields.bytes().len()
+            && self.ends.len() == fields.len()
+            && self.unknown_fields == 0
+            && self.unknown_values.is_empty()
+            && self.dropped_fields == 0
+    }
+
     /// The known fields, in block order.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         let mut start = 0usize;
@@ -479,10 +489,12 @@ struct Recent {
 /// Header blocks remembered per direction of a connection.
 const RECENT_LISTS: usize = 3;
 /// Largest block remembered, in field bytes and in fields: the blocks that
-/// repeat are a few hundred bytes in a dozen fields, and a connection's
-/// remembered blocks stay within a few KiB.
+/// repeat are a few hundred bytes in a dozen fields. Only blocks taken whole
+/// (text = field bytes, no unknown fields) are remembered, so one costs at
+/// most its bytes twice plus 56 bytes a field (about 2 KiB), and a
+/// connection's six about 12 KiB.
 const RECENT_MAX_BYTES: usize = 512;
-const RECENT_MAX_FIELDS: usize = 32;
+const RECENT_MAX_FIELDS: usize = 16;
 
 impl CallTable {
     pub fn new(conn: u64, limits: Limits) -> Self {
@@ -520,6 +532,9 @@ impl CallTable {
             return Arc::clone(&r.list);
         }
         let list = Arc::new(HeaderList::from_fields(fields, None));
+        if !list.is_whole(fields) {
+            return list;
+        }
         if recent.len() < RECENT_LISTS {
             recent.push(Recent {
                 fields: fields.clone(),
@@ -935,7 +950,27 @@ mod tests {
             assert!(!Arc::ptr_eq(&a, &b));
             assert_eq!(b.get(name), Some(value));
         }
+        // Blocks not taken whole (text not UTF-8, a value never seen) are
+        // not remembered: their lists can be several times their bytes.
+        let mut lossy = HeaderBlock::default();
+        lossy.push(Some(b"x-bin"), Some(&[0xff; 16]));
+        let mut unknown = block(&[(":status", "200")]);
+        unknown.push(Some(b"x-lost"), None);
+        for odd in [lossy, unknown] {
+            let a = t.header_list(Dir::ToServer, &odd, None);
+            let b = t.header_list(Dir::ToServer, &odd, None);
+            assert!(!Arc::ptr_eq(&a, &b));
+            assert_eq!(a.fields().count(), b.fields().count());
+        }
+        assert_eq!(
+            t.header_list(Dir::ToServer, &block(&[(":status", "200")]), None)
+                .get(":status"),
+            Some("200")
+        );
         assert!(t.recent.iter().all(|r| r.len() <= RECENT_LISTS));
+        for r in t.recent.iter().flatten() {
+            assert!(r.list.is_whole(&r.fields));
+        }
     }
 
     #[test]
