@@ -273,7 +273,8 @@ impl ExchangeSink for ShardSink<'_> {
 /// ahead of the merger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
-    /// JSON Lines: workers write the lines of successful gRPC calls.
+    /// JSON Lines: workers write the lines of gRPC calls; the merger splices
+    /// in the numbers, a failure's diagnosis and any warnings.
     Lines,
     /// Only the closing summary: workers drop what it does not count.
     Counts,
@@ -821,11 +822,12 @@ mod tests {
         assert!(diagnosed.iter().any(|d| d.diagnosis.is_some()));
         for (i, (ex, diagnosed)) in exchanges.iter().zip(&diagnosed).enumerate() {
             let line = Line::of(ex).expect("a gRPC call's line has every mark");
-            let mut fin = ex.clone();
+            // The final exchange is the engine's, renumbered.
+            let mut fin = Exchange::clone(diagnosed);
             renumber(&mut fin, 1000 + i as u64, 70_000 + i as u64);
-            fin.diagnosis = diagnosed.diagnosis.clone();
             if fin.status.ok {
-                fin.warnings = (0..i % 3).map(|k| format!("warning \"{k}\"\n")).collect();
+                fin.warnings
+                    .extend((0..i % 3).map(|k| format!("warning \"{k}\"\n")));
             }
             let (mut spliced, mut whole) = (Vec::new(), Vec::new());
             line.write(

@@ -34,8 +34,9 @@ pub struct Marks {
     pub filter: Option<(usize, usize)>,
 }
 
-/// [`write_exchange`], saying where it wrote the id, the connection and the
-/// warnings (so that nothing has to search the line for them).
+/// [`write_exchange`], saying where it wrote the id, the connection, the
+/// diagnosis and the warnings (so that nothing has to search the line for
+/// them).
 pub fn write_exchange_marked(out: &mut Vec<u8>, ex: &Exchange) -> Marks {
     let base = out.len();
     let span = |out: &Vec<u8>, start: usize| (start - base, out.len() - base);
