@@ -151,3 +151,45 @@ fn limits_are_configurable_and_reported_when_hit() {
         "no limit hit by default"
     );
 }
+
+/// A pseudo-terminal that reports 0 columns (`script` without a terminal
+/// behind it, some CI runners) used to get one-character table columns.
+#[cfg(target_os = "linux")]
+#[test]
+fn table_on_a_zero_width_terminal_falls_back_to_columns() {
+    let cmd = format!(
+        "{} analyze --no-progress -f table {}",
+        tfwire_bin().display(),
+        fixture("grpc_basic.pcapng").display()
+    );
+    // stdin is not a terminal, so `script` leaves its pseudo-terminal 0×0.
+    let out = match Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("COLUMNS", "100")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) if !out.stdout.is_empty() => out,
+        _ => {
+            eprintln!("skipped: util-linux `script` cannot run here");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header = text
+        .lines()
+        .find(|l| l.contains('#'))
+        .unwrap_or_else(|| panic!("no header row:\n{text}"));
+    assert!(
+        header.contains("call") && header.contains("diagnosis"),
+        "{header}"
+    );
+    let widest = text
+        .lines()
+        .filter(|l| l.starts_with(['┌', '│', '╞', '└']))
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    assert!((90..=100).contains(&widest), "table {widest} wide:\n{text}");
+}

@@ -163,6 +163,22 @@ pub fn call_label(ex: &Exchange) -> String {
     call
 }
 
+/// The width to fix a table at, or `None` to let comfy-table follow the
+/// terminal. Off a terminal there is no width to fit, and some pseudo-terminals
+/// (`script`, CI runners) report 0 columns, which comfy-table would take
+/// literally (one-character columns): both use `$COLUMNS`, or 120.
+fn fixed_width(terminal: Option<u16>, columns: Option<&str>) -> Option<u16> {
+    match terminal {
+        Some(w) if w > 0 => None,
+        _ => Some(
+            columns
+                .and_then(|c| c.trim().parse::<u16>().ok())
+                .filter(|&c| c >= 40)
+                .unwrap_or(120),
+        ),
+    }
+}
+
 /// Collects rows and prints them as a table at the end.
 pub struct TableReport {
     /// Show successful exchanges too.
@@ -203,14 +219,13 @@ impl TableReport {
             t.load_preset(presets::UTF8_FULL_CONDENSED)
                 .set_content_arrangement(ContentArrangement::Dynamic)
                 .set_header(vec!["#", "call", "inputs sent", "status", "diagnosis"]);
-            // Off a terminal there is no width to fit: use $COLUMNS or 120.
-            if !std::io::IsTerminal::is_terminal(&io::stdout()) || t.width().is_none() {
-                let cols = std::env::var("COLUMNS")
-                    .ok()
-                    .and_then(|c| c.parse::<u16>().ok())
-                    .filter(|&c| c >= 40)
-                    .unwrap_or(120);
-                t.set_width(cols);
+            let detected = if std::io::IsTerminal::is_terminal(&io::stdout()) {
+                t.width()
+            } else {
+                None
+            };
+            if let Some(w) = fixed_width(detected, std::env::var("COLUMNS").ok().as_deref()) {
+                t.set_width(w);
             }
             for ex in &self.rows {
                 let time = ex
@@ -402,6 +417,15 @@ pub fn print_signatures(
                 "shape",
                 "tensor",
             ]);
+        // Piped, this table keeps its natural width; only a terminal that
+        // reports 0 columns needs one (see `fixed_width`).
+        let columns = std::env::var("COLUMNS").ok();
+        if let Some(w) = t
+            .width()
+            .and_then(|w| fixed_width(Some(w), columns.as_deref()))
+        {
+            t.set_width(w);
+        }
         // TF's internal init signature is not something clients call.
         for (name, sig) in map.iter().filter(|(n, _)| !n.starts_with("__")) {
             for (kind, specs) in [("input", &sig.inputs), ("output", &sig.outputs)] {
@@ -435,5 +459,17 @@ mod tests {
         assert_eq!(escape_for_terminal("a\u{1b}[31mb"), "a\\u{1b}[31mb");
         assert_eq!(escape_for_terminal("x\n\ty"), "x\\n\\ty");
         assert_eq!(clip("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn table_width_falls_back_when_the_terminal_reports_none_or_zero() {
+        // A real terminal width: comfy-table follows the terminal.
+        assert_eq!(fixed_width(Some(100), Some("60")), None);
+        // 0 columns (`script`, some CI pseudo-terminals) is no width at all.
+        assert_eq!(fixed_width(Some(0), Some("90")), Some(90));
+        assert_eq!(fixed_width(Some(0), None), Some(120));
+        assert_eq!(fixed_width(None, Some(" 100 ")), Some(100));
+        assert_eq!(fixed_width(None, Some("0")), Some(120));
+        assert_eq!(fixed_width(None, Some("wide")), Some(120));
     }
 }
