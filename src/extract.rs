@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use crate::capture::{CaptureReader, LinkType, Packet};
 use crate::net::{tcp_segment, ConnInfo, Delivery, Dir, FlowSink, FlowTable};
 use crate::pipeline::Config;
-use crate::report::escape_for_terminal;
 use crate::report::postmortem::{analyze_files, SourceArgs, CATEGORIES, UNDIAGNOSED};
+use crate::report::{escape_for_terminal, plural};
 use crate::tfserving::Exchange;
 use crate::{RunError, EXIT_CLEAN, EXIT_FAILURES};
 
@@ -458,13 +458,15 @@ pub fn run_extract(args: ExtractArgs) -> Result<u8, RunError> {
     let mut err = io::stderr().lock();
     let _ = writeln!(
         err,
-        "tfwire: {} of {} failed exchanges matched; wrote {} of {} packets ({} TCP connection{}) to {name}{}",
+        "tfwire: {} of {} failed {} matched; wrote {} of {} {} ({} TCP {}) to {name}{}",
         x.selected,
         x.failures,
+        plural(x.failures, "exchange", "exchanges"),
         x.packets_written,
         x.packets_read,
+        plural(x.packets_read, "packet", "packets"),
         x.connections.len(),
-        if x.connections.len() == 1 { "" } else { "s" },
+        plural(x.connections.len(), "connection", "connections"),
         if x.listed.is_empty() {
             ""
         } else {
@@ -474,8 +476,9 @@ pub fn run_extract(args: ExtractArgs) -> Result<u8, RunError> {
     if x.packets_unwritable > 0 {
         let _ = writeln!(
             err,
-            "tfwire: warning: {} packets have a link type pcapng cannot record; left out",
-            x.packets_unwritable
+            "tfwire: warning: {} {} a link type pcapng cannot record; left out",
+            x.packets_unwritable,
+            plural(x.packets_unwritable, "packet has", "packets have")
         );
     }
     let mut by_category: BTreeMap<&str, u64> = BTreeMap::new();

@@ -835,6 +835,10 @@ fn terminal_output_escapes_control_characters() {
         if format == "table" {
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(text.contains("owned"), "{text}");
+            // One of each: singular nouns.
+            assert!(text.contains("1 exchange, 1 failed"), "{text}");
+            assert!(text.contains("1 failure, 1 cause:"), "{text}");
+            assert!(text.contains("1 TCP connection ("), "{text}");
         }
     }
     let _ = std::fs::remove_dir_all(dir);

@@ -27,9 +27,9 @@ use super::{port_filter, LiveFormat, LiveOptions};
 use crate::capture::{LinkType, Packet};
 use crate::diagnose::Engine;
 use crate::pipeline::Analyzer;
-use crate::report::escape_for_terminal;
 use crate::report::summary::CaptureTotals;
 use crate::report::Summary;
+use crate::report::{escape_for_terminal, plural};
 use crate::tfserving::exchange::rfc3339;
 use crate::{load_book, RunError, EXIT_CLEAN, EXIT_FAILURES};
 
@@ -197,8 +197,9 @@ pub fn run(opts: &LiveOptions) -> Result<u8, RunError> {
     )];
     if let Some(path) = &opts.write {
         lines.push(format!(
-            "wrote {} packets to {}",
+            "wrote {} {} to {}",
             recorder.packets(),
+            plural(recorder.packets(), "packet", "packets"),
             escape_for_terminal(&path.display().to_string())
         ));
     }
@@ -206,8 +207,13 @@ pub fn run(opts: &LiveOptions) -> Result<u8, RunError> {
     if opts.format == LiveFormat::Jsonl {
         // The human at the terminal sees the counts tcpdump would print.
         eprintln!(
-            "tfwire: {} packets captured, {} exchanges, {} failed; {}",
-            counters.packets, rep.summary.exchanges, rep.summary.failures, lines[0]
+            "tfwire: {} {} captured, {} {}, {} failed; {}",
+            counters.packets,
+            plural(counters.packets, "packet", "packets"),
+            rep.summary.exchanges,
+            plural(rep.summary.exchanges, "exchange", "exchanges"),
+            rep.summary.failures,
+            lines[0]
         );
     }
     if let Some(e) = &recorder.error {
@@ -519,10 +525,12 @@ fn status_text(iface: &str, c: &Counters, summary: &Summary, stats: Option<pcap:
         .map(|s| (u64::from(s.dropped) + u64::from(s.if_dropped)).to_string())
         .unwrap_or_else(|| "?".into());
     format!(
-        "{}: {} packets, {} exchanges, {} failed, {} dropped",
+        "{}: {} {}, {} {}, {} failed, {} dropped",
         escape_for_terminal(iface),
         c.packets,
+        plural(c.packets, "packet", "packets"),
         summary.exchanges,
+        plural(summary.exchanges, "exchange", "exchanges"),
         summary.failures,
         dropped
     )

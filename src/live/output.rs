@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::LiveFormat;
 use crate::diagnose::Engine;
 use crate::pipeline::ExchangeSink;
-use crate::report::{escape_for_terminal, JsonLines, Summary};
+use crate::report::{escape_for_terminal, plural, JsonLines, Summary};
 use crate::tfserving::dtype::shape_string;
 use crate::tfserving::Exchange;
 
@@ -234,7 +234,7 @@ pub fn row(ex: &Exchange, color: bool) -> String {
         inputs.push(format!("+{} more", ex.inputs.len() - 3));
     }
     if let Some(n) = ex.examples {
-        inputs.push(format!("{n} examples"));
+        inputs.push(format!("{n} {}", plural(n, "example", "examples")));
     }
     let status = match (ex.status.grpc_status, ex.status.http_status) {
         (Some(s), _) => s.to_string(),

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use super::plot;
+use super::plural;
 use super::postmortem::{
     self, call_target, clip, frame_list, frames_filter, group_title, percent, tensor_rows,
     timestamp_str, visible, Breakdown, Example, Postmortem, OTHER_ROW,
@@ -285,15 +286,16 @@ fn example_html(out: &mut String, ex_data: &Example) {
         if ex_data.inputs_total > ex.inputs.len() {
             let _ = write!(
                 out,
-                "<p class=\"muted\">{} more inputs not shown.</p>",
-                ex_data.inputs_total - ex.inputs.len()
+                "<p class=\"muted\">{} more {} not shown.</p>",
+                ex_data.inputs_total - ex.inputs.len(),
+                plural(ex_data.inputs_total - ex.inputs.len(), "input", "inputs")
             );
         }
     } else if let Some(n) = ex.examples {
         let _ = write!(
             out,
-            "<p>The request carried {n} tf.Example{} (no tensors to compare).</p>",
-            if n == 1 { "" } else { "s" }
+            "<p>The request carried {n} {} (no tensors to compare).</p>",
+            plural(n, "tf.Example", "tf.Examples")
         );
     }
     match &ex_data.expected {
@@ -609,9 +611,10 @@ pub fn render(pm: &Postmortem) -> String {
     );
     let _ = write!(
         out,
-        r#"<div class="card"><div class="k">root causes</div><div class="v">{}</div><div class="d">{} categories</div></div>"#,
+        r#"<div class="card"><div class="k">root causes</div><div class="v">{}</div><div class="d">{} {}</div></div>"#,
         s.root_causes.len(),
-        s.failures_by_category.len()
+        s.failures_by_category.len(),
+        plural(s.failures_by_category.len(), "category", "categories")
     );
     let _ = write!(
         out,
@@ -694,9 +697,9 @@ pub fn render(pm: &Postmortem) -> String {
     if pm.latencies.unmeasured > 0 {
         let _ = write!(
             out,
-            "<p class=\"muted\">{} exchange{} without a latency (the response's end was not seen, or the stream was reset).</p>",
+            "<p class=\"muted\">{} {} without a latency (the response's end was not seen, or the stream was reset).</p>",
             pm.latencies.unmeasured,
-            if pm.latencies.unmeasured == 1 { "" } else { "s" }
+            plural(pm.latencies.unmeasured, "exchange", "exchanges")
         );
     }
     out.push_str("</section>");
@@ -708,11 +711,11 @@ pub fn render(pm: &Postmortem) -> String {
     } else {
         let _ = write!(
             out,
-            "<p>{} failure{} in {} group{} that share a root cause, most frequent first.</p>",
+            "<p>{} {} in {} {} that share a root cause, most frequent first.</p>",
             s.failures,
-            if s.failures == 1 { "" } else { "s" },
+            plural(s.failures, "failure", "failures"),
             s.root_causes.len(),
-            if s.root_causes.len() == 1 { "" } else { "s" }
+            plural(s.root_causes.len(), "group", "groups")
         );
         out.push_str(r#"<table><thead><tr><th class="n">#</th><th class="n">failures</th><th>category</th><th>model/signature</th><th>what happened</th><th>first seen</th><th>last seen</th><th class="n">clients</th></tr></thead><tbody>"#);
         for (i, rc) in s.root_causes.iter().enumerate().take(MAX_SUMMARY_ROWS) {
@@ -738,8 +741,9 @@ pub fn render(pm: &Postmortem) -> String {
         if s.root_causes.len() > MAX_SUMMARY_ROWS {
             let _ = write!(
                 out,
-                "<p class=\"muted\">{} more groups not listed; <code>tfwire analyze --format jsonl</code> has them all.</p>",
-                s.root_causes.len() - MAX_SUMMARY_ROWS
+                "<p class=\"muted\">{} more {} not listed; <code>tfwire analyze --format jsonl</code> has them all.</p>",
+                s.root_causes.len() - MAX_SUMMARY_ROWS,
+                plural(s.root_causes.len() - MAX_SUMMARY_ROWS, "group", "groups")
             );
         }
         for (i, rc) in s.root_causes.iter().enumerate().take(MAX_DETAILED_GROUPS) {
@@ -795,5 +799,27 @@ mod tests {
         assert!(html.contains("No exchange failed."));
         assert!(html.contains("No exchange has a timestamp."));
         assert!(!html.contains("<script"));
+    }
+
+    #[test]
+    fn counts_of_one_are_singular() {
+        let mut pm = Postmortem::new(None);
+        pm.finish(
+            &crate::diagnose::SignatureBook::new(),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+        );
+        pm.latencies.unmeasured = 1;
+        pm.summary.failures_by_category.insert("x".into(), 1);
+        let html = render(&pm);
+        assert!(html.contains("1 exchange without a latency"), "{html}");
+        assert!(
+            html.contains(r#"<div class="d">1 category</div>"#),
+            "{html}"
+        );
+        let md = super::super::markdown::render(&pm, &Default::default());
+        assert!(md.contains("1 exchange without a latency"), "{md}");
+        assert!(md.contains("0 in 1 category |"), "{md}");
     }
 }

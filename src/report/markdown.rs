@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use super::plural;
 use super::postmortem::{
     self, call_target, clip, frame_list, frames_filter, group_title, percent, tensor_rows,
     timestamp, timestamp_str, visible, Breakdown, Example, Postmortem, OTHER_ROW,
@@ -251,15 +252,16 @@ fn example_md(out: &mut String, e: &Example) {
         if e.inputs_total > ex.inputs.len() {
             let _ = writeln!(
                 out,
-                "{} more inputs not shown.\n",
-                e.inputs_total - ex.inputs.len()
+                "{} more {} not shown.\n",
+                e.inputs_total - ex.inputs.len(),
+                plural(e.inputs_total - ex.inputs.len(), "input", "inputs")
             );
         }
     } else if let Some(n) = ex.examples {
         let _ = writeln!(
             out,
-            "The request carried {n} tf.Example{} (no tensors to compare).\n",
-            if n == 1 { "" } else { "s" }
+            "The request carried {n} {} (no tensors to compare).\n",
+            plural(n, "tf.Example", "tf.Examples")
         );
     }
     match &e.expected {
@@ -417,9 +419,10 @@ pub fn render(pm: &Postmortem, images: &Images) -> String {
             vec![
                 "root causes".into(),
                 format!(
-                    "{} in {} categories",
+                    "{} in {} {}",
                     s.root_causes.len(),
-                    s.failures_by_category.len()
+                    s.failures_by_category.len(),
+                    plural(s.failures_by_category.len(), "category", "categories")
                 ),
             ],
             vec![
@@ -537,8 +540,9 @@ pub fn render(pm: &Postmortem, images: &Images) -> String {
     if pm.latencies.unmeasured > 0 {
         let _ = writeln!(
             out,
-            "{} exchanges without a latency (the response's end was not seen, or the stream was reset).\n",
-            pm.latencies.unmeasured
+            "{} {} without a latency (the response's end was not seen, or the stream was reset).\n",
+            pm.latencies.unmeasured,
+            plural(pm.latencies.unmeasured, "exchange", "exchanges")
         );
     }
 
@@ -548,9 +552,11 @@ pub fn render(pm: &Postmortem, images: &Images) -> String {
     } else {
         let _ = writeln!(
             out,
-            "{} failures in {} groups that share a root cause, most frequent first.\n",
+            "{} {} in {} {} that share a root cause, most frequent first.\n",
             s.failures,
-            s.root_causes.len()
+            plural(s.failures, "failure", "failures"),
+            s.root_causes.len(),
+            plural(s.root_causes.len(), "group", "groups")
         );
         let rows: Vec<Vec<String>> = s
             .root_causes
@@ -588,8 +594,9 @@ pub fn render(pm: &Postmortem, images: &Images) -> String {
         if s.root_causes.len() > MAX_SUMMARY_ROWS {
             let _ = writeln!(
                 out,
-                "{} more groups not listed; `tfwire analyze --format jsonl` has them all.\n",
-                s.root_causes.len() - MAX_SUMMARY_ROWS
+                "{} more {} not listed; `tfwire analyze --format jsonl` has them all.\n",
+                s.root_causes.len() - MAX_SUMMARY_ROWS,
+                plural(s.root_causes.len() - MAX_SUMMARY_ROWS, "group", "groups")
             );
         }
         for (i, rc) in s.root_causes.iter().enumerate().take(MAX_DETAILED_GROUPS) {

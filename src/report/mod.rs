@@ -104,6 +104,16 @@ impl<W: Write> JsonLines<W> {
     }
 }
 
+/// `one` for a count of 1, else `many`: "1 failure", "2 failures" in the
+/// human-readable outputs (the JSON keeps its fixed field names).
+pub fn plural<'a, N: PartialEq + From<u8>>(n: N, one: &'a str, many: &'a str) -> &'a str {
+    if n == N::from(1) {
+        one
+    } else {
+        many
+    }
+}
+
 /// Text from the capture is attacker-controlled: control characters (ANSI
 /// escapes included) are shown escaped, never sent to the terminal.
 pub fn escape_for_terminal(s: &str) -> String {
@@ -236,7 +246,7 @@ impl TableReport {
                     .to_string();
                 let call = call_label(ex);
                 let inputs = if let Some(n) = ex.examples {
-                    format!("{n} examples")
+                    format!("{n} {}", plural(n, "example", "examples"))
                 } else {
                     let mut lines: Vec<String> = ex
                         .inputs
@@ -301,14 +311,16 @@ impl TableReport {
         if self.hidden_rows > 0 {
             writeln!(
                 out,
-                "… {} more rows not shown; use --format jsonl for every exchange",
-                self.hidden_rows
+                "… {} more {} not shown; use --format jsonl for every exchange",
+                self.hidden_rows,
+                plural(self.hidden_rows, "row", "rows")
             )?;
         }
         writeln!(
             out,
-            "{} exchanges, {} failed{}{}",
+            "{} {}, {} failed{}{}",
             summary.exchanges,
+            plural(summary.exchanges, "exchange", "exchanges"),
             summary.failures,
             if summary.incomplete > 0 {
                 format!(", {} incomplete", summary.incomplete)
@@ -328,10 +340,11 @@ impl TableReport {
             let n = summary.root_causes.len();
             writeln!(
                 out,
-                "{} failures, {} {}:",
+                "{} {}, {} {}:",
                 summary.failures,
+                plural(summary.failures, "failure", "failures"),
                 n,
-                if n == 1 { "cause" } else { "causes" }
+                plural(n, "cause", "causes")
             )?;
             for rc in &summary.root_causes {
                 writeln!(
@@ -355,13 +368,18 @@ impl TableReport {
         let n = &summary.network;
         writeln!(
             out,
-            "capture: {} packets, {} bytes, {} TCP connections ({} HTTP/2), {} gaps ({} bytes missing){}",
+            "capture: {} {}, {} {}, {} TCP {} ({} HTTP/2), {} {} ({} {} missing){}",
             c.packets,
+            plural(c.packets, "packet", "packets"),
             c.bytes,
+            plural(c.bytes, "byte", "bytes"),
             n.connections,
+            plural(n.connections, "connection", "connections"),
             summary.protocols.http2_connections,
             n.gaps,
+            plural(n.gaps, "gap", "gaps"),
             n.gap_bytes,
+            plural(n.gap_bytes, "byte", "bytes"),
             if c.cut_short.is_empty() {
                 String::new()
             } else {
@@ -373,8 +391,13 @@ impl TableReport {
         {
             writeln!(
                 out,
-                "capture quality: {} connections picked up mid-way, {} HTTP/2 resyncs, {} streams with headers from before the capture (unknown)",
-                p.mid_connection_pickups, p.http2.resyncs, p.streams_with_unknown_headers
+                "capture quality: {} {} picked up mid-way, {} HTTP/2 {}, {} {} with headers from before the capture (unknown)",
+                p.mid_connection_pickups,
+                plural(p.mid_connection_pickups, "connection", "connections"),
+                p.http2.resyncs,
+                plural(p.http2.resyncs, "resync", "resyncs"),
+                p.streams_with_unknown_headers,
+                plural(p.streams_with_unknown_headers, "stream", "streams")
             )?;
         }
         if !summary.limits_hit.is_empty() {
@@ -459,6 +482,40 @@ mod tests {
         assert_eq!(escape_for_terminal("a\u{1b}[31mb"), "a\\u{1b}[31mb");
         assert_eq!(escape_for_terminal("x\n\ty"), "x\\n\\ty");
         assert_eq!(clip("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn counts_of_one_are_singular() {
+        assert_eq!(plural(1u64, "failure", "failures"), "failure");
+        assert_eq!(plural(0usize, "failure", "failures"), "failures");
+        assert_eq!(plural(2u32, "failure", "failures"), "failures");
+
+        let mut s = Summary::new();
+        s.exchanges = 1;
+        s.capture.packets = 1;
+        s.capture.bytes = 1;
+        s.network.connections = 1;
+        s.network.gaps = 1;
+        s.network.gap_bytes = 1;
+        s.protocols.mid_connection_pickups = 1;
+        s.protocols.http2.resyncs = 1;
+        s.protocols.streams_with_unknown_headers = 1;
+        let mut out = Vec::new();
+        TableReport::new(false, false)
+            .print(&s, &mut out)
+            .expect("print");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.contains("1 exchange, 0 failed"), "{text}");
+        assert!(
+            text.contains(
+                "capture: 1 packet, 1 byte, 1 TCP connection (0 HTTP/2), 1 gap (1 byte missing)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("1 connection picked up mid-way, 1 HTTP/2 resync, 1 stream with headers"),
+            "{text}"
+        );
     }
 
     #[test]

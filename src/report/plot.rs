@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::html::escape_html as esc;
+use super::plural;
 use super::postmortem::{self, Bucket, Latencies, Timeline, LATENCY_BUCKETS, UNDIAGNOSED};
 
 /// Background of the timeline's plot area. No other element of a report has
@@ -308,11 +309,11 @@ pub fn timeline_svg(t: &Timeline) -> Option<String> {
 
 fn bar_title(start: i64, width: i64, b: &Bucket) -> String {
     let mut t = format!(
-        "{} + {}: {} request{}, {} failed",
+        "{} + {}: {} {}, {} failed",
         postmortem::timestamp(start),
         postmortem::duration(width),
         b.total(),
-        if b.total() == 1 { "" } else { "s" },
+        plural(b.total(), "request", "requests"),
         b.failures()
     );
     for (c, n) in &b.failed {

@@ -13,7 +13,7 @@ use crate::diagnose::{Engine, SignatureBook};
 use crate::net::NetStats;
 use crate::pipeline::{Analyzer, Config, ExchangeSink, ProtoStats};
 use crate::report::summary::{client_host, CaptureTotals};
-use crate::report::{escape_for_terminal, Summary};
+use crate::report::{escape_for_terminal, plural, Summary};
 use crate::tfserving::exchange::rfc3339;
 use crate::tfserving::{Exchange, Signature};
 use crate::{RunError, EXIT_CLEAN, EXIT_FAILURES};
@@ -965,7 +965,7 @@ pub fn tensor_rows(example: &Example) -> Vec<TensorRow> {
             }
         };
         let mut values = match t.values {
-            Some(n) => format!("{n} value{}", if n == 1 { "" } else { "s" }),
+            Some(n) => format!("{n} {}", plural(n, "value", "values")),
             None => "? values".to_string(),
         };
         let enc = match t.encoding {
@@ -1303,16 +1303,13 @@ pub fn run_report(args: ReportArgs) -> Result<u8, RunError> {
     }
     if !to_stdout {
         eprintln!(
-            "tfwire: wrote {} ({} exchanges, {} failed, {} root cause{})",
+            "tfwire: wrote {} ({} {}, {} failed, {} {})",
             escape_for_terminal(&args.output.display().to_string()),
             pm.summary.exchanges,
+            plural(pm.summary.exchanges, "exchange", "exchanges"),
             pm.summary.failures,
             pm.summary.root_causes.len(),
-            if pm.summary.root_causes.len() == 1 {
-                ""
-            } else {
-                "s"
-            }
+            plural(pm.summary.root_causes.len(), "root cause", "root causes")
         );
     }
     Ok(if pm.summary.failures > 0 {
