@@ -157,3 +157,37 @@ fn exchanges_carry_endpoints_and_wireshark_filters() {
 fn grpc_diagnosis_matches_ground_truth() {
     assert!(check_fixture("grpc_diagnosis.pcapng") >= 30);
 }
+
+/// fixtures/README.md lists every committed capture with the script that
+/// regenerates it, and that script exists.
+#[test]
+fn readme_lists_every_capture_and_its_generator() {
+    let readme = std::fs::read_to_string(fixture("README.md")).expect("fixtures/README.md");
+    let dir = std::fs::read_dir(fixture("")).expect("fixtures/");
+    let mut captures = 0;
+    for entry in dir {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if !(name.ends_with(".pcap") || name.ends_with(".pcapng")) {
+            continue;
+        }
+        captures += 1;
+        let row = format!("| `{name}` | `gen/");
+        let line = readme
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("{name} is not in the fixtures/README.md overview table"));
+        let script = line[row.len()..].split('`').next().unwrap_or("");
+        assert!(
+            fixture("gen").join(script).is_file(),
+            "{name}: generator gen/{script} does not exist"
+        );
+    }
+    assert!(
+        readme.contains(&format!("There are {captures} capture fixtures")),
+        "the fixtures/README.md count is not {captures}"
+    );
+}
