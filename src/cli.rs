@@ -119,8 +119,9 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     pub max_decompressed_held: usize,
 
-    /// Threads analysing connections in parallel (0: one per CPU). The output
-    /// is the same for any number; standard input uses one.
+    /// Threads analysing connections in parallel. 0 (the default): one per
+    /// CPU, at most 8; a larger N is capped at 64. The output is the same for
+    /// any number; standard input uses one.
     #[arg(long, short = 'j', value_name = "N", default_value_t = 0)]
     pub threads: usize,
 }
@@ -194,5 +195,27 @@ impl AnalyzeArgs {
                 n => n.min(MAX_THREADS),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The caps in `--threads`' help are the ones `validate` applies.
+    #[test]
+    fn threads_help_states_the_caps() {
+        let mut cmd = Cli::command();
+        let analyze = cmd.find_subcommand_mut("analyze").expect("analyze");
+        let help = analyze.render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            help.contains(&format!("one per CPU, at most {AUTO_THREADS}")),
+            "{help}"
+        );
+        assert!(help.contains(&format!("capped at {MAX_THREADS}")), "{help}");
+        assert!(help.contains("[default: 0]"), "{help}");
     }
 }
