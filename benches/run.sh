@@ -2,7 +2,8 @@
 # tfwire throughput benchmark (issue 7). One command:
 #
 #   benches/run.sh                 # both profiles
-#   benches/run.sh small           # one profile
+#   benches/run.sh small           # one profile (large or small)
+#   benches/run.sh --help          # this text
 #
 # Builds tfwire and the bench tools (benches/tools) in release mode, generates
 # the captures from the fixtures' real traffic into bench-data/ if they are
@@ -32,6 +33,22 @@
 #   BENCH_DATA=bench-data, CARGO_TARGET_DIR=target
 # CI (.ci/run) runs a tiny version: LARGE_MB=8 SMALL_PACKETS=20000 RUNS=1 TSHARK=0.
 set -euo pipefail
+
+# Arguments first: help or a mistyped profile must not wait for apt-get and a
+# release build.
+for arg in "$@"; do
+    case $arg in
+    -h | --help)
+        # The header comment above, without its '# '.
+        awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+        exit 0 ;;
+    large | small) ;;
+    *)
+        echo "bench: unknown profile '$arg' (profiles: large, small; --help for usage)" >&2
+        exit 2 ;;
+    esac
+done
+
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 

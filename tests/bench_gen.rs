@@ -60,3 +60,63 @@ fn large_profile_analyses_to_the_planned_calls() {
     assert!(s.largest_request >= 3_000_000, "{s:?}");
     check(&path, &s);
 }
+
+/// `benches/run.sh --help` prints its header and a mistyped profile fails at
+/// once (exit 2), both before any apt-get or cargo build: stand-ins for those
+/// earlier on PATH record whether they ran.
+#[cfg(unix)]
+#[test]
+fn bench_script_checks_its_arguments_first() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+
+    let dir = std::env::temp_dir().join(format!("tfwire-bench-args-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ran = dir.join("ran");
+    for tool in ["cargo", "apt-get"] {
+        let path = dir.join(tool);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho {tool} >> '{}'\nexit 1\n", ran.display()),
+        )
+        .expect("stand-in");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/run.sh");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str]| {
+        Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .env("PATH", &path)
+            .output()
+            .expect("run benches/run.sh")
+    };
+
+    for help in ["--help", "-h"] {
+        let out = run(&["small", help]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{help}: {text}");
+        assert!(text.contains("benches/run.sh small"), "{help}: {text}");
+        assert!(text.contains("LARGE_MB=1024"), "{help}: {text}");
+        assert!(
+            !text.contains("set -euo"),
+            "{help}: only the header: {text}"
+        );
+    }
+    let out = run(&["smal"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown profile 'smal'"), "{err}");
+
+    let ran_tools = std::fs::read_to_string(&ran).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        ran_tools.is_empty(),
+        "ran before checking arguments: {ran_tools}"
+    );
+}
