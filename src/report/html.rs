@@ -786,8 +786,8 @@ mod tests {
         assert_eq!(t("a\u{1b}b\u{202e}"), "a\\u{1b}b\\u{202e}");
     }
 
-    #[test]
-    fn empty_postmortem_renders() {
+    /// A postmortem of no traffic at all.
+    fn empty_postmortem() -> Postmortem {
         let mut pm = Postmortem::new(None);
         pm.finish(
             &crate::diagnose::SignatureBook::new(),
@@ -795,6 +795,12 @@ mod tests {
             Default::default(),
             Default::default(),
         );
+        pm
+    }
+
+    #[test]
+    fn empty_postmortem_renders() {
+        let pm = empty_postmortem();
         let html = render(&pm);
         assert!(html.contains("No exchange failed."));
         assert!(html.contains("No exchange has a timestamp."));
@@ -803,13 +809,7 @@ mod tests {
 
     #[test]
     fn counts_of_one_are_singular() {
-        let mut pm = Postmortem::new(None);
-        pm.finish(
-            &crate::diagnose::SignatureBook::new(),
-            Default::default(),
-            Default::default(),
-            Default::default(),
-        );
+        let mut pm = empty_postmortem();
         pm.latencies.unmeasured = 1;
         pm.summary.failures_by_category.insert("x".into(), 1);
         let html = render(&pm);
