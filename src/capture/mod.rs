@@ -315,14 +315,23 @@ impl<'r> CaptureReader<'r> {
     /// `pos`): true to read more, false where reading stops (recorded).
     fn ran_out(&mut self) -> bool {
         let tail = &self.chunk[self.pos..];
-        if self
-            .walker
-            .blocks
-            .claimed_len(tail)
-            .is_some_and(|n| n > MAX_BLOCK)
-        {
-            self.walker.too_large();
-            return false;
+        match self.walker.blocks.claimed_len(tail) {
+            Some(n) if n > MAX_BLOCK => {
+                self.walker.too_large();
+                return false;
+            }
+            // The whole record is here and still did not parse (say, a
+            // pcapng packet claiming more bytes than its block): more input
+            // cannot help, and waiting for it would reread the tail a byte
+            // at a time.
+            Some(n) if n <= tail.len() => {
+                self.walker.blocks.stats.cut_short = Some(format!(
+                    "corrupt record after byte {} (its contents run past the {n} bytes it claims); stopped reading",
+                    self.walker.consumed
+                ));
+                return false;
+            }
+            _ => {}
         }
         if !self.eof {
             return true;
@@ -879,6 +888,35 @@ mod tests {
             why.starts_with(&format!("corrupt record after byte {clean} (")),
             "{why}"
         );
+    }
+
+    /// A pcapng packet whose captured length runs past its own block (the
+    /// parser then asks for more input), followed by megabytes: reading stops
+    /// there at once instead of waiting for bytes that cannot help (this
+    /// used to reread the tail a byte at a time, for hours on a few MB).
+    #[test]
+    fn packet_longer_than_its_block_stops_reading() {
+        let mut v = Vec::new();
+        ng_section(&mut v, false, 2, 60);
+        let at = v.len() - (12 + 20 + 60);
+        // The second packet's captured length (byte 20 of its block): 61.
+        v[at + 20..at + 24].copy_from_slice(&61u32.to_le_bytes());
+        let clean = at;
+        v.extend(std::iter::repeat_n(0x5a, 3 << 20));
+        let started = std::time::Instant::now();
+        let (p, st) = read_all(v);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            st.cut_short.as_deref(),
+            Some(
+                format!(
+                    "corrupt record after byte {clean} (its contents run past the 92 bytes it claims); stopped reading"
+                )
+                .as_str()
+            )
+        );
+        // Generous: the old behaviour took hours on this input.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     /// Records larger than the initial buffer (tcpdump's snaplen allows
