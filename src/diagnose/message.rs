@@ -620,17 +620,36 @@ fn num(s: &str) -> Option<u64> {
     d.parse().ok()
 }
 
+/// Wrappers of REST per-element failures followed into: real messages nest
+/// one or two deep; a hostile one repeating the wrapper must cost neither a
+/// stack frame nor a scan of the whole text per repetition.
+const MAX_NESTING: usize = 8;
+
 /// Parses a core message (see [`core`]).
 pub fn parse(text: &str) -> Finding {
-    let t = text.trim();
-    // REST wraps per-element failures; the inner message carries the facts.
-    if let Some(inner) = after(t, "of 'instances' list. Error: ") {
-        let inner = strip_code_prefix(inner.trim());
-        let f = parse(inner);
-        if f != Finding::Other {
-            return f;
-        }
+    // REST wraps per-element failures; the inner message carries the facts:
+    // the innermost that says something wins, as the outer ones only repeat
+    // its context.
+    let mut levels = vec![text.trim()];
+    while levels.len() <= MAX_NESTING {
+        let Some(inner) = levels
+            .last()
+            .and_then(|t| after(t, "of 'instances' list. Error: "))
+        else {
+            break;
+        };
+        levels.push(strip_code_prefix(inner.trim()).trim());
     }
+    levels
+        .iter()
+        .rev()
+        .map(|t| parse_level(t))
+        .find(|f| *f != Finding::Other)
+        .unwrap_or(Finding::Other)
+}
+
+/// Parses one level of a message, its wrapped inner message aside.
+fn parse_level(t: &str) -> Finding {
     if let Some(f) = catalogue(t) {
         return f;
     }
@@ -975,6 +994,38 @@ mod tests {
 
     fn p(m: &str) -> Finding {
         parse(&core(m).text)
+    }
+
+    /// REST element wrappers nested in each other: the innermost message
+    /// decides up to the nesting followed; a message repeating the wrapper
+    /// 100,000 times (a hostile body) neither overflows the stack nor costs
+    /// a scan of the text per repetition.
+    #[test]
+    fn nested_element_errors() {
+        const WRAP: &str = "Failed to process element: 0 of 'instances' list. Error: ";
+        let inner = "Invalid argument: Expecting tensor size: 34 but got: 20";
+        let ragged = Finding::RaggedRows {
+            expected: 34,
+            got: 20,
+        };
+        for depth in 1..=MAX_NESTING {
+            assert_eq!(
+                p(&format!("{}{inner}", WRAP.repeat(depth))),
+                ragged,
+                "{depth}"
+            );
+        }
+        // The outer levels still speak when the inner one says nothing.
+        assert_eq!(
+            p(&format!("{WRAP}{WRAP}gibberish")),
+            parse_level(&format!("{WRAP}{WRAP}gibberish"))
+        );
+        let hostile = format!("{}{inner}", WRAP.repeat(100_000));
+        let started = std::time::Instant::now();
+        let _ = p(&hostile);
+        // Generous: the recursive parser overflowed the stack here, and
+        // took seconds at a tenth of the depth.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[test]

@@ -65,13 +65,20 @@ pub struct Engine {
     /// Server messages already parsed: failures repeat a few messages many
     /// times, and parsing one is a long series of text searches.
     parsed: HashMap<String, message::Parsed, foldhash::fast::RandomState>,
+    /// Bytes of the messages in `parsed`.
+    parsed_bytes: usize,
 }
 
-/// Distinct server messages kept parsed (then the cache starts over), and
-/// the longest kept: a capture full of long distinct messages must not hold
-/// megabytes of them.
+/// Distinct server messages kept parsed, and their bytes (then the cache
+/// starts over): a capture full of long distinct messages must not hold
+/// more. Long messages are kept too: gRPC can repeat one of 16 KiB for a
+/// few bytes a call (HPACK), and parsing it each time would cost far more
+/// than the capture's own size.
 const PARSED_KEPT: usize = 1024;
-const PARSED_KEPT_LEN: usize = 1024;
+const PARSED_KEPT_BYTES: usize = 4 << 20;
+/// Longer messages (REST bodies, each in the capture whole) are parsed each
+/// time.
+const PARSED_KEPT_LEN: usize = 64 << 10;
 
 impl Engine {
     pub fn new(book: SignatureBook) -> Self {
@@ -80,6 +87,7 @@ impl Engine {
             waiting: VecDeque::new(),
             max_waiting: 4096,
             parsed: HashMap::default(),
+            parsed_bytes: 0,
         }
     }
 
@@ -162,9 +170,13 @@ impl Engine {
                 }
                 Some(m) => {
                     if !self.parsed.contains_key(m) {
-                        if self.parsed.len() >= PARSED_KEPT {
+                        if self.parsed.len() >= PARSED_KEPT
+                            || self.parsed_bytes + m.len() > PARSED_KEPT_BYTES
+                        {
                             self.parsed.clear();
+                            self.parsed_bytes = 0;
                         }
+                        self.parsed_bytes += m.len();
                         self.parsed.insert(m.to_string(), message::Parsed::of(m));
                     }
                     self.parsed.get(m)
@@ -220,5 +232,23 @@ mod tests {
         engine.diagnose(&mut long);
         assert_eq!(json(&long.diagnosis), json(&fresh));
         assert_eq!(engine.parsed.len(), before);
+        // Messages of 16 KiB (gRPC's header cap) are kept, within the byte
+        // budget: the same one is parsed once however often it repeats.
+        for i in 0..2 * PARSED_KEPT_BYTES / (16 << 10) {
+            let mut big = failed[0].clone();
+            big.status.message = Some(format!("{text} {i:05}{}", " ".repeat(16 << 10)));
+            for _ in 0..2 {
+                let mut again = big.clone();
+                engine.diagnose(&mut again);
+            }
+            assert!(engine.parsed_bytes <= PARSED_KEPT_BYTES);
+            assert!(engine
+                .parsed
+                .contains_key(big.status.message.as_deref().unwrap_or("")));
+            assert_eq!(
+                engine.parsed_bytes,
+                engine.parsed.keys().map(String::len).sum::<usize>()
+            );
+        }
     }
 }
