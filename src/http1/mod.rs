@@ -531,7 +531,10 @@ impl Connection {
                     Chunk::Trailers(line) => {
                         let nl = rest.iter().position(|&b| b == b'\n');
                         let take = nl.map_or(rest.len(), |p| p + 1);
-                        line.extend_from_slice(&rest[..take.min(1024)]);
+                        // Only whether the line is empty matters: keep at
+                        // most 1 KiB of it, however many deliveries it spans.
+                        let room = 1024usize.saturating_sub(line.len());
+                        line.extend_from_slice(&rest[..take.min(room)]);
                         used += take;
                         if nl.is_some() {
                             if line.iter().all(|b| *b == b'\r' || *b == b'\n') {
@@ -799,6 +802,44 @@ mod tests {
         assert_eq!(out.len(), 2);
         let Event::Exchange { request, .. } = &out[0];
         assert!(request.as_ref().is_some_and(|r| !r.body_complete));
+    }
+
+    /// A trailer line that never ends holds at most 1 KiB, however many
+    /// deliveries it spans; the message still completes at the empty line.
+    #[test]
+    fn endless_trailer_line_is_bounded() {
+        let mut c = Connection::new(Limits::default());
+        let mut out = Vec::new();
+        let mut sink = |e: Event| out.push(e);
+        let head =
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: ";
+        c.data(Dir::ToServer, head, 1, 1, &mut sink);
+        for _ in 0..1000 {
+            c.data(Dir::ToServer, &[b'v'; 1000], 1, 1, &mut sink);
+        }
+        match &c.halves[0].state {
+            State::Body {
+                body: Body::Chunked(Chunk::Trailers(line)),
+                ..
+            } => assert!(line.capacity() <= 4096, "{}", line.capacity()),
+            other => panic!("{other:?}"),
+        }
+        c.data(Dir::ToServer, b"\r\n\r\n", 1, 1, &mut sink);
+        c.data(
+            Dir::ToClient,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            2,
+            2,
+            &mut sink,
+        );
+        c.close(&mut sink);
+        let Some(Event::Exchange { request, .. }) = out.first() else {
+            panic!("no exchange");
+        };
+        assert_eq!(
+            request.as_ref().map(|r| r.body.as_slice()),
+            Some(&b"hello"[..])
+        );
     }
 
     #[test]
