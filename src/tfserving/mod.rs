@@ -4,6 +4,7 @@
 
 pub mod dtype;
 pub mod exchange;
+pub mod names;
 mod predict;
 pub mod rest;
 pub mod signature;
