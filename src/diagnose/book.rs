@@ -1,8 +1,9 @@
 //! SignatureBook: what each model expects, and where that knowledge came
 //! from (DESIGN.md §4), in order of trust.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::tfserving::names;
 use crate::tfserving::{Exchange, Signature, SignatureMap, TensorSpec, TensorSummary};
 
 /// Where a signature came from.
@@ -308,34 +309,156 @@ fn generalise(t: &TensorSummary, rest: bool) -> TensorSpec {
 /// Widens inferred specs so they cover another successful request.
 fn merge(specs: &mut Vec<TensorSpec>, seen: &[TensorSummary], rest: bool) {
     // In place and without allocating: this runs for every successful call.
+    // Many inputs get a hash index instead, or a scan per input costs K².
+    if specs.len() + seen.len() > names::LINEAR_MAX {
+        return merge_indexed(specs, seen, rest);
+    }
     for t in seen {
         match specs.iter_mut().find(|s| s.alias == t.name) {
-            Some(s) => {
-                let dtype = if rest { None } else { t.dtype };
-                if s.dtype.as_deref() != dtype {
-                    s.dtype = None;
-                }
-                match (&mut s.shape, &t.shape) {
-                    (Some(a), Some(b)) if a.len() == b.len() => {
-                        // Dimension 0 is the batch: always unknown.
-                        for (i, (x, y)) in a.iter_mut().zip(b).enumerate() {
-                            if i == 0 || *x != *y {
-                                *x = -1;
-                            }
-                        }
-                    }
-                    (shape @ Some(_), _) => *shape = None,
-                    (None, _) => {}
-                }
-            }
+            Some(s) => widen(s, t, rest),
             None => specs.push(generalise(t, rest)),
         }
+    }
+}
+
+/// [`merge`] for many inputs: the same first-match-by-alias, with the spec
+/// each tensor widens (or appends) found through a hash map first.
+fn merge_indexed(specs: &mut Vec<TensorSpec>, seen: &[TensorSummary], rest: bool) {
+    let targets: Vec<usize> = {
+        let mut at: HashMap<&str, usize> = HashMap::with_capacity(specs.len() + seen.len());
+        for (i, s) in specs.iter().enumerate() {
+            at.entry(s.alias.as_str()).or_insert(i);
+        }
+        let mut next = specs.len();
+        seen.iter()
+            .map(|t| {
+                *at.entry(t.name.as_str()).or_insert_with(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect()
+    };
+    for (t, i) in seen.iter().zip(targets) {
+        // Appended specs are pushed in order, so `i` is either an existing
+        // spec or exactly the next one.
+        match specs.get_mut(i) {
+            Some(s) => widen(s, t, rest),
+            None => specs.push(generalise(t, rest)),
+        }
+    }
+}
+
+/// Widens one inferred spec so it covers tensor `t`.
+fn widen(s: &mut TensorSpec, t: &TensorSummary, rest: bool) {
+    let dtype = if rest { None } else { t.dtype };
+    if s.dtype.as_deref() != dtype {
+        s.dtype = None;
+    }
+    match (&mut s.shape, &t.shape) {
+        (Some(a), Some(b)) if a.len() == b.len() => {
+            // Dimension 0 is the batch: always unknown.
+            for (i, (x, y)) in a.iter_mut().zip(b).enumerate() {
+                if i == 0 || *x != *y {
+                    *x = -1;
+                }
+            }
+        }
+        (shape @ Some(_), _) => *shape = None,
+        (None, _) => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tensor(name: &str, dtype: Option<&'static str>, shape: Option<Vec<i64>>) -> TensorSummary {
+        TensorSummary {
+            name: name.to_string(),
+            dtype,
+            dtype_code: None,
+            shape,
+            values: None,
+            encoding: crate::tfserving::ValueEncoding::Empty,
+            fields: Vec::new(),
+            bytes: 0,
+            problems: Vec::new(),
+            json: None,
+        }
+    }
+
+    /// The definition `merge` must agree with: a scan per tensor.
+    fn merge_by_scan(specs: &mut Vec<TensorSpec>, seen: &[TensorSummary], rest: bool) {
+        for t in seen {
+            match specs.iter_mut().find(|s| s.alias == t.name) {
+                Some(s) => widen(s, t, rest),
+                None => specs.push(generalise(t, rest)),
+            }
+        }
+    }
+
+    #[test]
+    fn merge_agrees_with_a_scan_per_tensor() {
+        // Names with duplicates, empty names, and varied dtypes and shapes,
+        // in lists on both sides of the scan/index threshold.
+        let batch = |n: usize, salt: usize| -> Vec<TensorSummary> {
+            (0..n)
+                .map(|i| {
+                    let k = (i * 7 + salt) % (n / 2 + 1);
+                    let name = if k % 5 == 0 {
+                        String::new()
+                    } else {
+                        format!("in{k}")
+                    };
+                    let dtype = [Some("DT_FLOAT"), Some("DT_INT64"), None][(i + salt) % 3];
+                    let shape = match (i + salt) % 4 {
+                        0 => None,
+                        1 => Some(vec![1, 3]),
+                        2 => Some(vec![2, 3]),
+                        _ => Some(vec![4]),
+                    };
+                    tensor(&name, dtype, shape)
+                })
+                .collect()
+        };
+        for (a, b) in [
+            (0, 0),
+            (0, 3),
+            (3, 3),
+            (8, 9),
+            (9, 9),
+            (0, 17),
+            (20, 5),
+            (300, 300),
+        ] {
+            for rest in [false, true] {
+                let mut specs: Vec<TensorSpec> = Vec::new();
+                merge_by_scan(&mut specs, &batch(a, 1), rest);
+                let mut want = specs.clone();
+                let seen = batch(b, 2);
+                merge(&mut specs, &seen, rest);
+                merge_by_scan(&mut want, &seen, rest);
+                assert_eq!(specs, want, "{a} specs, {b} tensors, rest {rest}");
+            }
+        }
+    }
+
+    #[test]
+    fn merging_50k_inputs_is_not_quadratic() {
+        // A scan per input took minutes here.
+        let seen: Vec<TensorSummary> = (0..50_000)
+            .map(|i| tensor(&format!("k{i:06}"), Some("DT_FLOAT"), Some(vec![1])))
+            .collect();
+        let start = std::time::Instant::now();
+        let mut specs = Vec::new();
+        merge(&mut specs, &seen, false);
+        merge(&mut specs, &seen, false);
+        assert_eq!(specs.len(), 50_000);
+        assert_eq!(specs[49_999].alias, "k049999");
+        assert_eq!(specs[0].shape, Some(vec![-1]));
+        assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
+    }
 
     #[test]
     fn sources_describe_themselves() {

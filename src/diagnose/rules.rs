@@ -5,6 +5,7 @@ use super::book::{Entry, SignatureBook};
 use super::message::{self, Finding};
 use super::{Confidence, Diagnosis};
 use crate::tfserving::dtype::{self, shape_string};
+use crate::tfserving::names::ByName;
 use crate::tfserving::{Exchange, TensorSpec, TensorSummary, Transport, ValueEncoding};
 
 /// Facts about one failed exchange that every rule may use.
@@ -321,9 +322,10 @@ fn from_finding(c: &Ctx<'_>, f: Finding) -> Option<Diagnosis> {
             }
         }
         Finding::AliasUnknown { alias, expected } => {
+            let sent = ByName::new(&c.ex.inputs, |t| t.name.as_str());
             let missing: Vec<String> = expected
                 .iter()
-                .filter(|e| c.input(e).is_none())
+                .filter(|e| !sent.contains(e))
                 .cloned()
                 .collect();
             unknown_alias(c, &alias, &missing, &expected)
@@ -662,9 +664,10 @@ fn dtype_arg(c: &Ctx<'_>, index: usize, want: &str, got: &str) -> Diagnosis {
             .collect::<Option<Vec<_>>>()?;
         feeds.sort();
         // Only the inputs actually fed count, in the same order.
+        let sent = ByName::new(&c.ex.inputs, |t| t.name.as_str());
         let fed: Vec<&str> = feeds
             .iter()
-            .filter(|(_, a)| c.input(a).is_some())
+            .filter(|(_, a)| sent.contains(a))
             .map(|(_, a)| *a)
             .collect();
         fed.get(index).map(|a| a.to_string())
@@ -808,14 +811,18 @@ fn input_set(
     } else {
         expected.to_vec()
     };
+    let (in_expected, in_sent) = (
+        ByName::new(&expected, String::as_str),
+        ByName::new(sent, String::as_str),
+    );
     let extra: Vec<String> = sent
         .iter()
-        .filter(|s| !expected.contains(s))
+        .filter(|s| !in_expected.contains(s))
         .cloned()
         .collect();
     let missing: Vec<String> = expected
         .iter()
-        .filter(|e| !sent.contains(e))
+        .filter(|e| !in_sent.contains(e))
         .cloned()
         .collect();
     match (extra.first(), missing.first()) {
@@ -1389,14 +1396,20 @@ fn compare_request(c: &Ctx<'_>) -> Option<Diagnosis> {
         });
         d
     };
+    // Indexed: one membership test per input must not scan every input.
+    let (in_expected, in_sent) = (
+        ByName::new(&expected, String::as_str),
+        ByName::new(&sent, String::as_str),
+    );
+    let in_defaults = ByName::new(&sig.defaults, String::as_str);
     let extra: Vec<String> = sent
         .iter()
-        .filter(|s| !expected.contains(s))
+        .filter(|s| !in_expected.contains(s))
         .cloned()
         .collect();
     let missing: Vec<String> = expected
         .iter()
-        .filter(|a| !sent.contains(a) && !sig.defaults.contains(a))
+        .filter(|a| !in_sent.contains(a) && !in_defaults.contains(a))
         .cloned()
         .collect();
     if let Some(x) = extra.first() {
@@ -1405,8 +1418,9 @@ fn compare_request(c: &Ctx<'_>) -> Option<Diagnosis> {
     if let Some(m) = missing.first() {
         return Some(weaken(missing_input(c, m, &expected)));
     }
+    let specs = sig.inputs_by_alias();
     for t in &c.ex.inputs {
-        let Some(spec) = sig.input(&t.name) else {
+        let Some(spec) = specs.get(&t.name) else {
             continue;
         };
         if let (Some(s), Some(w)) = (t.dtype, spec.dtype.as_deref()) {
@@ -1418,7 +1432,7 @@ fn compare_request(c: &Ctx<'_>) -> Option<Diagnosis> {
     for t in &c.ex.inputs {
         if let (Some(s), Some(x)) = (
             t.shape.as_deref(),
-            sig.input(&t.name).and_then(|s| s.shape.as_deref()),
+            specs.get(&t.name).and_then(|s| s.shape.as_deref()),
         ) {
             if !fits(s, x) {
                 return Some(weaken(shape_diag(c, t, s, x, Confidence::Likely)));
@@ -1473,11 +1487,11 @@ pub fn warnings(ex: &Exchange, book: &SignatureBook) -> Vec<String> {
         })
         .filter(|e| e.source.is_declared())
     {
+        let specs = e.signature.inputs_by_alias();
         for t in &ex.inputs {
-            if let (Some(s), Some(x)) = (
-                t.dtype,
-                e.signature.input(&t.name).and_then(|s| s.dtype.as_deref()),
-            ) {
+            if let (Some(s), Some(x)) =
+                (t.dtype, specs.get(&t.name).and_then(|s| s.dtype.as_deref()))
+            {
                 if s != x {
                     w.push(text!(
                         "input '{}' was sent as {s} but the signature declares {x}; the server accepted it",

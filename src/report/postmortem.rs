@@ -934,8 +934,9 @@ pub fn tensor_rows(example: &Example) -> Vec<TensorRow> {
     let fault = diag.and_then(|d| d.input.as_deref());
     let sig = example.expected.as_ref().map(|e| &e.signature);
     let mut rows = Vec::new();
+    let specs = sig.map(Signature::inputs_by_alias);
     for t in &ex.inputs {
-        let spec = sig.and_then(|s| s.input(&t.name));
+        let spec = specs.as_ref().and_then(|s| s.get(&t.name));
         // Without a signature, the diagnosis may still know what this input expects.
         let (exp_dtype, exp_shape) = match spec {
             Some(s) => (s.dtype.clone(), s.shape.clone()),
@@ -988,7 +989,8 @@ pub fn tensor_rows(example: &Example) -> Vec<TensorRow> {
             at_fault: fault == Some(t.name.as_str()),
         });
     }
-    let sent = |alias: &str| ex.inputs.iter().any(|t| t.name == alias);
+    let by_name = crate::tfserving::names::ByName::new(&ex.inputs, |t| t.name.as_str());
+    let sent = |alias: &str| by_name.contains(alias);
     // Only Predict sends tensors by alias; other methods send examples.
     let tensors_expected = ex.method.as_deref() == Some("Predict") || !ex.inputs.is_empty();
     if let Some(sig) = sig.filter(|_| tensors_expected) {

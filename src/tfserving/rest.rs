@@ -644,25 +644,26 @@ impl Exchange {
 /// whose alias the signature lists gets its dtype (the server converts the
 /// JSON to it, or fails trying; DESIGN.md §3).
 pub fn apply_signature(ex: &mut Exchange, sig: &signature::Signature) {
-    fn resolve(tensors: &mut [TensorSummary], specs: &[super::TensorSpec]) {
-        for t in tensors.iter_mut() {
-            if (t.name.is_empty() || t.name == "predictions" || t.name == "outputs")
-                && specs.len() == 1
-            {
-                t.name = specs[0].alias.clone();
-            }
-            if let Some(spec) = specs.iter().find(|s| s.alias == t.name) {
-                t.dtype = spec
-                    .dtype
-                    .as_deref()
-                    .and_then(super::dtype::code)
-                    .and_then(super::dtype::name);
-            }
-        }
-        tensors.sort_by(|a, b| a.name.cmp(&b.name));
-    }
     resolve(&mut ex.inputs, &sig.inputs);
     resolve(&mut ex.outputs, &sig.outputs);
+}
+
+fn resolve(tensors: &mut [TensorSummary], specs: &[super::TensorSpec]) {
+    let by_alias = names::ByName::new(specs, |s| s.alias.as_str());
+    for t in tensors.iter_mut() {
+        if (t.name.is_empty() || t.name == "predictions" || t.name == "outputs") && specs.len() == 1
+        {
+            t.name = specs[0].alias.clone();
+        }
+        if let Some(spec) = by_alias.get(&t.name) {
+            t.dtype = spec
+                .dtype
+                .as_deref()
+                .and_then(super::dtype::code)
+                .and_then(super::dtype::name);
+        }
+    }
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
 #[cfg(test)]
@@ -753,6 +754,34 @@ mod tests {
                 &body[..body.len().min(200)]
             );
         }
+    }
+
+    #[test]
+    fn resolve_matches_50k_columnar_inputs_by_alias() {
+        let keys: Vec<String> = (0..50_000).map(|i| format!(r#""k{i:06}": [1]"#)).collect();
+        let body = format!(r#"{{"inputs": {{{}}}}}"#, keys.join(","));
+        let mut inputs_sent = parse_request_body(Some("Predict"), body.as_bytes()).inputs;
+        // Specs: every other alias, plus a duplicate alias whose first entry wins.
+        let mut inputs: Vec<super::super::TensorSpec> = (0..50_000)
+            .step_by(2)
+            .map(|i| super::super::TensorSpec {
+                alias: format!("k{i:06}"),
+                dtype: Some(if i == 4 { "DT_INT32" } else { "DT_FLOAT" }.into()),
+                shape: None,
+                tensor_name: None,
+            })
+            .collect();
+        let mut dup = inputs[2].clone();
+        dup.dtype = Some("DT_STRING".into());
+        inputs.push(dup);
+        let start = std::time::Instant::now();
+        resolve(&mut inputs_sent, &inputs);
+        assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
+        assert_eq!(inputs_sent.len(), 50_000);
+        assert_eq!(inputs_sent[0].dtype, Some("DT_FLOAT"));
+        assert_eq!(inputs_sent[1].dtype, None);
+        assert_eq!(inputs_sent[4].dtype, Some("DT_INT32"));
+        assert_eq!(inputs_sent[49_998].dtype, Some("DT_FLOAT"));
     }
 
     #[test]

@@ -74,6 +74,11 @@ impl Signature {
     pub fn input(&self, alias: &str) -> Option<&TensorSpec> {
         self.inputs.iter().find(|t| t.alias == alias)
     }
+
+    /// [`Signature::input`] for a lookup per request tensor: linear overall.
+    pub fn inputs_by_alias(&self) -> super::names::ByName<'_, TensorSpec> {
+        super::names::ByName::new(&self.inputs, |t| t.alias.as_str())
+    }
 }
 
 pub fn map_from_proto<'a>(
