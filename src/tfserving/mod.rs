@@ -10,6 +10,8 @@ pub mod rest;
 pub mod signature;
 pub mod tensor;
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 use prost::Message as _;
 
@@ -338,13 +340,25 @@ pub fn decode_request_prefix_kept(
     d.inputs.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
-/// Field numbers present at the top level of a message.
+/// Field numbers present at the top level of a message, in first-seen
+/// order, each once. Deduplicated through a bit set for the
+/// usual small numbers and a hash set past them: a scan of the list per
+/// field was quadratic in a message of many distinct field numbers.
 fn top_fields(b: &[u8]) -> Option<Vec<u32>> {
     let mut w = tensor::Wire::new(b);
     let mut v = Vec::new();
+    let mut low = 0u64;
+    let mut high: HashSet<u32> = HashSet::new();
     while let Some(item) = w.next() {
         let (n, _) = item.ok()?;
-        if !v.contains(&n) {
+        let fresh = if n < 64 {
+            let had = low & (1 << n) != 0;
+            low |= 1 << n;
+            !had
+        } else {
+            high.insert(n)
+        };
+        if fresh {
             v.push(n);
         }
     }
@@ -611,6 +625,61 @@ pub fn decode_response_kept(method: Method, data: &Bytes, elided: &[Elision], d:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message of varint fields with these numbers (value 1 each).
+    fn varint_fields(numbers: impl IntoIterator<Item = u32>) -> Vec<u8> {
+        let mut b = Vec::new();
+        for n in numbers {
+            let mut key = u64::from(n) << 3;
+            while key >= 0x80 {
+                b.push(key as u8 | 0x80);
+                key >>= 7;
+            }
+            b.push(key as u8);
+            b.push(1);
+        }
+        b
+    }
+
+    #[test]
+    fn top_fields_lists_each_number_once_in_first_seen_order() {
+        let by_scan = |b: &[u8]| -> Option<Vec<u32>> {
+            let mut v = Vec::new();
+            let mut w = tensor::Wire::new(b);
+            while let Some(item) = w.next() {
+                let (n, _) = item.ok()?;
+                if !v.contains(&n) {
+                    v.push(n);
+                }
+            }
+            Some(v)
+        };
+        let mut messages = vec![
+            Vec::new(),
+            varint_fields([1, 2, 1, 3, 2]),
+            varint_fields([63, 64, 1, 64, 63, 65, 1 << 28, 1, 1 << 28]),
+            varint_fields((0..3000).map(|i| (i * 37) % 500 + 1)),
+            varint_fields((0..3000).rev().map(|i| i % 130 + 1)),
+        ];
+        // Not valid protobuf at the end: no field list at all.
+        let mut bad = varint_fields([1, 2]);
+        bad.push(0xff);
+        messages.push(bad);
+        for m in &messages {
+            assert_eq!(top_fields(m), by_scan(m), "{m:?}");
+        }
+        assert_eq!(top_fields(&messages[1]), Some(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn top_fields_of_200k_distinct_numbers_is_not_quadratic() {
+        let m = varint_fields(1..=200_000);
+        let start = std::time::Instant::now();
+        let f = top_fields(&m).expect("valid");
+        assert_eq!(f.len(), 200_000);
+        assert_eq!(f[199_999], 200_000);
+        assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
+    }
 
     #[test]
     fn pruning_is_for_predict_only() {
