@@ -309,8 +309,8 @@ fn generalise(t: &TensorSummary, rest: bool) -> TensorSpec {
 /// Widens inferred specs so they cover another successful request.
 fn merge(specs: &mut Vec<TensorSpec>, seen: &[TensorSummary], rest: bool) {
     // In place and without allocating: this runs for every successful call.
-    // Many inputs get a hash index instead, or a scan per input costs K².
-    if specs.len() + seen.len() > names::LINEAR_MAX {
+    // Long lists get a hash index instead, or a scan per input costs K².
+    if specs.len().max(seen.len()) > names::LINEAR_MAX {
         return merge_indexed(specs, seen, rest);
     }
     for t in seen {
