@@ -7,8 +7,9 @@
 pub mod packet;
 pub mod reassembly;
 
+use std::cmp::{Ordering, Reverse};
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::{SocketAddr, SocketAddrV4};
 
@@ -159,6 +160,43 @@ struct Flow {
     halves: [Reassembler; 2],
     client_isn: Option<u32>,
     last_ts_ns: i64,
+    /// The lowest `last_ts_ns` this flow has in `FlowTable::idle` (never above
+    /// `last_ts_ns`): a later packet leaves the entry as is, an earlier one
+    /// (timestamps can go back) adds a new entry.
+    queued_ts_ns: i64,
+}
+
+/// A flow's place in the eviction order: idlest first, then oldest id.
+/// Entries go stale when the flow is seen again or closed; eviction checks
+/// each against the table.
+#[derive(Clone, Copy)]
+struct IdleEntry {
+    ts_ns: i64,
+    id: u64,
+    key: FlowKey,
+}
+
+impl IdleEntry {
+    fn rank(&self) -> (i64, u64) {
+        (self.ts_ns, self.id)
+    }
+}
+
+impl PartialEq for IdleEntry {
+    fn eq(&self, o: &Self) -> bool {
+        self.rank() == o.rank()
+    }
+}
+impl Eq for IdleEntry {}
+impl PartialOrd for IdleEntry {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for IdleEntry {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.rank().cmp(&o.rank())
+    }
 }
 
 impl Flow {
@@ -217,6 +255,10 @@ impl NetStats {
 pub struct FlowTable {
     /// Keyed with a per-process random seed: the addresses come from the capture.
     flows: HashMap<FlowKey, Flow, RandomState>,
+    /// Min-heap over (last seen, id) for --max-flows eviction, with stale
+    /// entries skipped when popped: scanning every flow per new flow past
+    /// the limit was quadratic in the number of SYNs.
+    idle: BinaryHeap<Reverse<IdleEntry>>,
     next_id: u64,
     service_ports: Vec<u16>,
     limits: FlowLimits,
@@ -229,6 +271,7 @@ impl FlowTable {
     pub fn new(service_ports: Vec<u16>, limits: FlowLimits) -> Self {
         FlowTable {
             flows: HashMap::default(),
+            idle: BinaryHeap::new(),
             next_id: 0,
             service_ports,
             limits,
@@ -275,6 +318,10 @@ impl FlowTable {
         sink: &mut impl FlowSink,
     ) {
         self.stats.tcp_segments += 1;
+        if self.idle.len() > 2 * self.flows.len() + 64 {
+            // Amortised: at least as many pushes as open flows since the last.
+            self.rebuild_idle();
+        }
         if seg.missing > 0 {
             self.stats.snaplen_cut_segments += 1;
             self.stats.snaplen_cut_bytes += u64::from(seg.missing);
@@ -319,15 +366,31 @@ impl FlowTable {
                 self.stats.connections += 1;
                 sink.opened(&info);
                 let r = self.limits.reassembly;
+                self.idle.push(Reverse(IdleEntry {
+                    ts_ns,
+                    id: info.id,
+                    key,
+                }));
                 v.insert(Flow {
                     info,
                     halves: [Reassembler::new(r), Reassembler::new(r)],
                     client_isn: None,
                     last_ts_ns: ts_ns,
+                    queued_ts_ns: ts_ns,
                 })
             }
         };
         flow.last_ts_ns = ts_ns;
+        if ts_ns < flow.queued_ts_ns {
+            // Rare (capture timestamps out of order): keep an entry at or
+            // below the last-seen time so the heap's order stays a lower bound.
+            flow.queued_ts_ns = ts_ns;
+            self.idle.push(Reverse(IdleEntry {
+                ts_ns,
+                id: flow.info.id,
+                key,
+            }));
+        }
         let dir = flow.dir_of(seg.src);
         if seg.syn && dir == Dir::ToServer {
             flow.client_isn = Some(seg.seq);
@@ -390,16 +453,50 @@ impl FlowTable {
         keys.len()
     }
 
+    /// Closes the flow with the lowest (last seen, id), as a scan of every
+    /// flow would pick. Each live flow has a heap entry at its `queued_ts_ns`
+    /// <= `last_ts_ns`, so the first popped entry that is current (the flow's
+    /// queued time and also its last-seen time) is the minimum.
     fn evict_idlest(&mut self, sink: &mut impl FlowSink) {
-        let idlest = self
-            .flows
-            .iter()
-            .min_by_key(|(_, f)| (f.last_ts_ns, f.info.id))
-            .map(|(k, _)| *k);
-        if let Some(k) = idlest {
+        while let Some(Reverse(e)) = self.idle.pop() {
+            let Some(f) = self.flows.get_mut(&e.key) else {
+                continue;
+            };
+            if f.info.id != e.id || f.queued_ts_ns != e.ts_ns {
+                // A closed flow, the key reused, or a superseded entry.
+                continue;
+            }
+            if f.last_ts_ns != e.ts_ns {
+                // Seen since it was queued: requeue at its last-seen time.
+                f.queued_ts_ns = f.last_ts_ns;
+                self.idle.push(Reverse(IdleEntry {
+                    ts_ns: f.last_ts_ns,
+                    ..e
+                }));
+                continue;
+            }
             self.stats.flows_evicted += 1;
-            self.close(k, sink);
+            self.close(e.key, sink);
+            return;
         }
+    }
+
+    /// Drops stale entries (closed flows, superseded times) so the heap
+    /// stays proportional to the open flows.
+    fn rebuild_idle(&mut self) {
+        let entries: Vec<Reverse<IdleEntry>> = self
+            .flows
+            .iter_mut()
+            .map(|(k, f)| {
+                f.queued_ts_ns = f.last_ts_ns;
+                Reverse(IdleEntry {
+                    ts_ns: f.last_ts_ns,
+                    id: f.info.id,
+                    key: *k,
+                })
+            })
+            .collect();
+        self.idle = BinaryHeap::from(entries);
     }
 
     fn close(&mut self, key: FlowKey, sink: &mut impl FlowSink) {
@@ -479,9 +576,103 @@ pub(crate) fn test_conn(id: u64, client: &str, server: &str) -> ConnInfo {
 }
 
 #[cfg(test)]
+impl FlowTable {
+    /// The flow a scan of every open flow picks for eviction: what
+    /// `evict_idlest` must agree with.
+    fn idlest_by_scan(&self) -> Option<u64> {
+        self.flows
+            .values()
+            .min_by_key(|f| (f.last_ts_ns, f.info.id))
+            .map(|f| f.info.id)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::hash::BuildHasher;
+
+    /// Records which connection each `closed` names, in order.
+    #[derive(Default)]
+    struct Closes(Vec<u64>);
+
+    impl FlowSink for Closes {
+        fn opened(&mut self, _: &ConnInfo) {}
+        fn data(&mut self, _: u64, _: Dir, _: Delivery<'_>) {}
+        fn closed(&mut self, conn: u64) {
+            self.0.push(conn);
+        }
+    }
+
+    fn xorshift(s: &mut u64) -> u64 {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        *s
+    }
+
+    #[test]
+    fn eviction_closes_exactly_the_idlest_flow() {
+        let server: SocketAddr = "10.0.0.1:8500".parse().expect("address");
+        for seed in 1..=20u64 {
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let max_flows = 1 + (seed as usize % 7) * 3;
+            let limits = FlowLimits {
+                max_flows,
+                ..FlowLimits::default()
+            };
+            let mut table = FlowTable::new(vec![8500], limits);
+            let mut sink = Closes::default();
+            let mut fresh_port = 1024u16;
+            let mut evictions = 0;
+            for i in 0..3000u64 {
+                let r = xorshift(&mut rng);
+                // Timestamps mostly rise, with ties and jumps back.
+                let ts = (i / 3) as i64 + (r % 5) as i64 - 2;
+                let (port, syn, rst) = match r >> 8 & 7 {
+                    0 | 1 => {
+                        fresh_port += 1;
+                        (fresh_port, true, false)
+                    }
+                    2 => (1024 + (r >> 16) as u16 % 64, false, true),
+                    // Data on an open flow, or on a closed one (reopened).
+                    _ => (
+                        1024 + (r >> 16) as u16 % 64.max(fresh_port - 1023),
+                        false,
+                        false,
+                    ),
+                };
+                let client = SocketAddr::from(([10, 0, 0, 2], port));
+                let seg = TcpSegment {
+                    src: client,
+                    dst: server,
+                    seq: 1000,
+                    ack: (!syn).then_some(1),
+                    syn,
+                    fin: false,
+                    rst,
+                    payload: if syn { b"" } else { b"x" },
+                    missing: 0,
+                };
+                let expected = table.idlest_by_scan();
+                let before = (table.stats.flows_evicted, sink.0.len());
+                table.segment(&seg, i, ts, &mut sink);
+                if table.stats.flows_evicted > before.0 {
+                    evictions += 1;
+                    // No SYN reuses an open flow here, so the eviction is
+                    // the first close of the segment.
+                    assert_eq!(
+                        sink.0.get(before.1).copied(),
+                        expected,
+                        "seed {seed} packet {i}"
+                    );
+                }
+                assert!(table.open_flows() <= max_flows);
+                assert!(table.idle.len() <= 2 * table.open_flows() + 64 + 2);
+            }
+            assert!(evictions > 100, "seed {seed}: {evictions} evictions");
+        }
+    }
 
     #[test]
     fn packed_flow_keys_order_and_hash_like_socket_addrs() {
