@@ -5,7 +5,7 @@
 pub mod message;
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
@@ -271,6 +271,9 @@ pub struct Call {
     /// Framing of a direction was unknown when its first bytes were seen
     /// (the stream began before the capture, or after a loss).
     pub started_unframed: [bool; 2],
+    /// Per direction: the stream is in `CallTable::desync_check` (bytes
+    /// arrived since the last loss of framing was applied).
+    desync_queued: [bool; 2],
 }
 
 impl Call {
@@ -293,6 +296,7 @@ impl Call {
             desynced: [false; 2],
             refused_by_goaway: false,
             started_unframed: [false; 2],
+            desync_queued: [false; 2],
         }
     }
 
@@ -469,6 +473,15 @@ pub struct CallTable {
     limits: Limits,
     pub untracked_streams: u64,
     pub goaway: Option<(Dir, u32, u32)>,
+    /// After the server's first GOAWAY: odd streams (client-opened) not yet
+    /// refused by one (a superset: closed streams linger until pruned). A
+    /// later GOAWAY marks only those above its last stream, so repeated
+    /// GOAWAYs no longer walk every open call.
+    goaway_unmarked: Option<BTreeSet<u32>>,
+    /// Per direction, streams that received bytes since the last loss of
+    /// framing there (may hold stale ids): only they can have a message in
+    /// progress, so a loss walks them instead of every open call.
+    desync_check: [Vec<u32>; 2],
     /// Streams ever seen on this connection.
     pub calls_seen: u64,
     /// Per direction, header blocks seen lately with the list built from
@@ -504,6 +517,8 @@ impl CallTable {
             limits,
             untracked_streams: 0,
             goaway: None,
+            goaway_unmarked: None,
+            desync_check: [Vec::new(), Vec::new()],
             calls_seen: 0,
             recent: [Vec::new(), Vec::new()],
             lookups: 0,
@@ -551,6 +566,13 @@ impl CallTable {
 
     fn call(&mut self, stream: u32) -> Option<&mut Call> {
         let full = self.open.len() >= self.limits.max_open_calls;
+        if let Some(unmarked) = &mut self.goaway_unmarked {
+            if unmarked.len() > 2 * self.open.len() + 64 {
+                // Amortised: drops streams closed or refused since the last prune.
+                let open = &self.open;
+                unmarked.retain(|id| open.get(id).is_some_and(|c| !c.refused_by_goaway));
+            }
+        }
         match self.open.entry(stream) {
             Entry::Occupied(o) => Some(o.into_mut()),
             Entry::Vacant(_) if full => {
@@ -559,6 +581,11 @@ impl CallTable {
             }
             Entry::Vacant(v) => {
                 self.calls_seen += 1;
+                if let Some(unmarked) = &mut self.goaway_unmarked {
+                    if stream % 2 == 1 {
+                        unmarked.insert(stream);
+                    }
+                }
                 Some(v.insert(Box::new(Call::new(self.conn, stream, self.limits.messages))))
             }
         }
@@ -655,6 +682,7 @@ impl CallTable {
                     deframer.desync();
                     call.started_unframed[dir.index()] = true;
                 }
+                let queue = !std::mem::replace(&mut call.desync_queued[dir.index()], true);
                 match dir {
                     Dir::ToServer => {
                         call.request.push(data);
@@ -673,6 +701,9 @@ impl CallTable {
                             self.complete_if_done(stream, done);
                         }
                     }
+                }
+                if queue {
+                    self.queue_desync_check(dir, stream);
                 }
             }
             Event::DataLost { stream, dir, len } => {
@@ -707,8 +738,18 @@ impl CallTable {
             } => {
                 self.goaway = Some((dir, last_stream, code));
                 if dir == Dir::ToClient {
-                    for (id, call) in &mut self.open {
-                        if *id > last_stream && *id % 2 == 1 {
+                    // Every open odd stream above `last_stream` is refused;
+                    // those already refused stay so and are not revisited.
+                    let open = &mut self.open;
+                    let unmarked = self.goaway_unmarked.get_or_insert_with(|| {
+                        open.keys().copied().filter(|id| id % 2 == 1).collect()
+                    });
+                    let above = match last_stream.checked_add(1) {
+                        Some(from) => unmarked.split_off(&from),
+                        None => BTreeSet::new(),
+                    };
+                    for id in above {
+                        if let Some(call) = open.get_mut(&id) {
                             call.refused_by_goaway = true;
                         }
                     }
@@ -718,7 +759,16 @@ impl CallTable {
                 // Only calls with a message in progress in that direction lose
                 // something; a call whose bytes in that direction have not
                 // started yet (its response was seen first) is unaffected.
-                for call in self.open.values_mut() {
+                // Only bytes can put a message in progress, and a loss leaves
+                // none in progress (or the direction lost for good), so the
+                // calls that received bytes since the last loss are all the
+                // candidates.
+                let i = dir.index();
+                for id in std::mem::take(&mut self.desync_check[i]) {
+                    let Some(call) = self.open.get_mut(&id) else {
+                        continue;
+                    };
+                    call.desync_queued[i] = false;
                     let d = match dir {
                         Dir::ToServer if !call.request_ended => &mut call.request,
                         Dir::ToClient => &mut call.response,
@@ -730,6 +780,20 @@ impl CallTable {
                     }
                 }
             }
+        }
+    }
+
+    /// Notes that `stream` received bytes in `dir` since the last loss there.
+    fn queue_desync_check(&mut self, dir: Dir, stream: u32) {
+        let i = dir.index();
+        let open = &self.open;
+        let queue = &mut self.desync_check[i];
+        queue.push(stream);
+        if queue.len() > 2 * open.len() + 64 {
+            // Amortised: drops streams closed since (or reopened: listed twice).
+            queue.retain(|id| open.get(id).is_some_and(|c| c.desync_queued[i]));
+            queue.sort_unstable();
+            queue.dedup();
         }
     }
 
@@ -905,6 +969,153 @@ mod tests {
             b.push(Some(k.as_bytes()), Some(v.as_bytes()));
         }
         b
+    }
+
+    /// What the walk over every open call did at a GOAWAY or a loss of
+    /// framing: (stream, refused, desynced, request in progress/lost,
+    /// response in progress/lost).
+    fn outcomes(t: &CallTable) -> Vec<(u32, bool, [bool; 2], [bool; 4])> {
+        let mut v: Vec<_> = t
+            .open
+            .iter()
+            .map(|(id, c)| {
+                let d = [
+                    c.request.in_progress(),
+                    c.request.is_lost(),
+                    c.response.in_progress(),
+                    c.response.is_lost(),
+                ];
+                (*id, c.refused_by_goaway, c.desynced, d)
+            })
+            .collect();
+        v.sort_unstable_by_key(|o| o.0);
+        v
+    }
+
+    /// Random streams of events; at each GOAWAY and loss of framing the
+    /// open calls end up as the walk over all of them left them.
+    #[test]
+    fn goaway_and_desync_touch_the_calls_a_full_walk_would() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let req = block(&[(":path", "/x"), ("content-type", "application/grpc")]);
+        let (mut goaways, mut desyncs) = (0, 0);
+        for round in 0..40 {
+            let limits = Limits {
+                max_open_calls: 1 + round * 3,
+                ..Limits::default()
+            };
+            let mut t = CallTable::new(0, limits);
+            let mut done = |_: Box<Call>| {};
+            for i in 0..3000u64 {
+                let stream = 1 + next(60) as u32;
+                let dir = if next(2) == 0 {
+                    Dir::ToServer
+                } else {
+                    Dir::ToClient
+                };
+                match next(20) {
+                    0 | 1 => {
+                        let last_stream = match next(4) {
+                            0 => u32::MAX,
+                            _ => next(64) as u32,
+                        };
+                        let mut want = outcomes(&t);
+                        if dir == Dir::ToClient {
+                            for o in &mut want {
+                                o.1 |= o.0 > last_stream && o.0 % 2 == 1;
+                            }
+                        }
+                        let ev = Event::GoAway {
+                            dir,
+                            last_stream,
+                            code: 0,
+                            debug: b"",
+                            frame: i,
+                            ts_ns: 0,
+                        };
+                        t.event(ev, &mut done);
+                        assert_eq!(outcomes(&t), want, "round {round} event {i}");
+                        goaways += 1;
+                    }
+                    2 => {
+                        let mut want = outcomes(&t);
+                        for o in &mut want {
+                            let c = &t.open[&o.0];
+                            let (d, skip) = match dir {
+                                Dir::ToServer => (&c.request, c.request_ended),
+                                Dir::ToClient => (&c.response, false),
+                            };
+                            if !skip && d.in_progress() {
+                                o.2[dir.index()] = true;
+                                let k = 2 * dir.index();
+                                o.3[k] = false;
+                                o.3[k + 1] = true;
+                            }
+                        }
+                        t.event(Event::Desync { dir }, &mut done);
+                        assert_eq!(outcomes(&t), want, "round {round} event {i}");
+                        desyncs += 1;
+                    }
+                    3 => t.event(
+                        Event::DataLost {
+                            stream,
+                            dir,
+                            len: next(8),
+                        },
+                        &mut done,
+                    ),
+                    4 => t.event(
+                        Event::Reset {
+                            stream,
+                            dir,
+                            code: 8,
+                            frame: i,
+                            ts_ns: 0,
+                        },
+                        &mut done,
+                    ),
+                    5..=7 => t.event(
+                        Event::Headers {
+                            stream,
+                            dir,
+                            fields: &req,
+                            end_stream: next(4) == 0,
+                            error: None,
+                            frame: i,
+                            ts_ns: 0,
+                        },
+                        &mut done,
+                    ),
+                    _ => {
+                        // Pieces of length-prefixed messages, small lengths.
+                        let data: Vec<u8> = (0..next(9))
+                            .map(|_| [0, 0, 0, 1, 3, 7, 0xff][next(7) as usize])
+                            .collect();
+                        t.event(
+                            Event::Data {
+                                stream,
+                                dir,
+                                data: &data,
+                                end_stream: next(8) == 0,
+                                frame: i,
+                                ts_ns: 0,
+                            },
+                            &mut done,
+                        );
+                    }
+                }
+                let bound = 2 * t.open.len() + 64 + 1;
+                assert!(t.desync_check.iter().all(|q| q.len() <= bound));
+                assert!(t.goaway_unmarked.as_ref().is_none_or(|u| u.len() <= bound));
+            }
+        }
+        assert!(goaways > 10_000 && desyncs > 5_000);
     }
 
     #[test]
