@@ -86,6 +86,10 @@ pub struct ProtoStats {
     pub messages_over_limit: u64,
 }
 
+// One per connection, and nearly every connection is the large variant
+// (HTTP/2 with its call table): boxing it would only add an indirection per
+// frame.
+#[allow(clippy::large_enum_variant)]
 enum Proto {
     /// Waiting for the first client bytes. Servers may speak first (HTTP/2
     /// servers send SETTINGS on accept), so their early bytes are held.
