@@ -97,6 +97,8 @@ enum Proto {
         seen: Vec<u8>,
         server_early: Vec<(Vec<u8>, u64, i64)>,
         server_early_bytes: usize,
+        /// Where the checks of `seen` for a mid-connection pickup got to.
+        scan: MidScan,
     },
     Http2 {
         conn: Box<http2::Connection>,
@@ -125,17 +127,42 @@ enum Choice {
     Other,
 }
 
+/// How far `guess_mid` has looked into bytes that grow between calls, so
+/// each delivery costs its own bytes rather than all of them again.
+#[derive(Default)]
+struct MidScan {
+    frames: http2::FrameScan,
+    /// Windows starting below this were searched for "HTTP/1".
+    http1_from: usize,
+}
+
+impl MidScan {
+    /// `bytes.windows(6).any(|w| w == b"HTTP/1")`, over the new windows only.
+    fn http1_inside(&mut self, bytes: &[u8]) -> bool {
+        let from = self.http1_from.min(bytes.len());
+        self.http1_from = self.http1_from.max(bytes.len().saturating_sub(5));
+        bytes[from..].windows(6).any(|w| w == b"HTTP/1")
+    }
+}
+
 /// A connection picked up after its start: HTTP/2 frames somewhere in the
 /// bytes, an HTTP/1 message, or (on a known port) the port's protocol.
-fn guess_mid(bytes: &[u8], dir: Dir, port: Option<Transport>, give_up: bool) -> Option<Choice> {
-    if http2::looks_like_frames(bytes, dir) {
+/// `scan` carries what earlier calls checked: `bytes` must extend their bytes.
+fn guess_mid(
+    bytes: &[u8],
+    dir: Dir,
+    port: Option<Transport>,
+    give_up: bool,
+    scan: &mut MidScan,
+) -> Option<Choice> {
+    if scan.frames.found(bytes, dir) {
         return Some(Choice::Http2 { from_start: false });
     }
     let http1_start = match dir {
         Dir::ToServer => http1::looks_like_request(bytes),
         Dir::ToClient => http1::looks_like_response(bytes),
     };
-    if http1_start || (port == Some(Transport::Rest) && bytes.windows(6).any(|w| w == b"HTTP/1")) {
+    if http1_start || (port == Some(Transport::Rest) && scan.http1_inside(bytes)) {
         return Some(Choice::Http1);
     }
     if !give_up && bytes.len() < UNDECIDED_CLIENT_BYTES {
@@ -577,6 +604,7 @@ impl<S: ExchangeSink> State<S> {
             seen,
             server_early,
             server_early_bytes,
+            scan,
         } = &mut conn.proto
         else {
             return;
@@ -621,7 +649,7 @@ impl<S: ExchangeSink> State<S> {
                     Some(Choice::Tls)
                 } else {
                     // Picked up mid-connection: frames, or bytes of a body.
-                    guess_mid(seen, Dir::ToServer, port_kind, overflow)
+                    guess_mid(seen, Dir::ToServer, port_kind, overflow, scan)
                 }
             }
             (
@@ -644,7 +672,13 @@ impl<S: ExchangeSink> State<S> {
                         .iter()
                         .flat_map(|(b, _, _)| b.iter().copied())
                         .collect();
-                    guess_mid(&all, Dir::ToClient, port_kind, true)
+                    guess_mid(
+                        &all,
+                        Dir::ToClient,
+                        port_kind,
+                        true,
+                        &mut MidScan::default(),
+                    )
                 }
             }
             (Delivery::Gap { .. }, _) => Some(match port_kind {
@@ -856,6 +890,7 @@ impl<S: ExchangeSink> FlowSink for State<S> {
                     seen: Vec::new(),
                     server_early: Vec::new(),
                     server_early_bytes: 0,
+                    scan: MidScan::default(),
                 },
                 first_frame: info.first_frame,
                 first_ts: info.first_ts_ns,
@@ -953,4 +988,144 @@ pub(crate) fn fixture_exchanges(name: &str) -> Vec<Exchange> {
     analyzer.finish();
     drop(analyzer);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `guess_mid` as it was before `MidScan`: every check over all the bytes.
+    fn guess_mid_rescan(
+        bytes: &[u8],
+        dir: Dir,
+        port: Option<Transport>,
+        give_up: bool,
+    ) -> Option<Choice> {
+        if http2::looks_like_frames(bytes, dir) {
+            return Some(Choice::Http2 { from_start: false });
+        }
+        let http1_start = match dir {
+            Dir::ToServer => http1::looks_like_request(bytes),
+            Dir::ToClient => http1::looks_like_response(bytes),
+        };
+        if http1_start
+            || (port == Some(Transport::Rest) && bytes.windows(6).any(|w| w == b"HTTP/1"))
+        {
+            return Some(Choice::Http1);
+        }
+        if !give_up && bytes.len() < UNDECIDED_CLIENT_BYTES {
+            return None;
+        }
+        Some(match port {
+            Some(Transport::Grpc) => Choice::Http2 { from_start: false },
+            Some(Transport::Rest) => Choice::Http1,
+            None => Choice::Other,
+        })
+    }
+
+    fn name(c: &Option<Choice>) -> &'static str {
+        match c {
+            None => "undecided",
+            Some(Choice::Http2 { from_start: true }) => "http2 start",
+            Some(Choice::Http2 { from_start: false }) => "http2 mid",
+            Some(Choice::Http1) => "http1",
+            Some(Choice::Tls) => "tls",
+            Some(Choice::Other) => "other",
+        }
+    }
+
+    /// Bytes with frame headers among junk: plausible frames of every kind
+    /// the chain accepts (some announcing more than follows), broken
+    /// headers, "HTTP/1" cut anywhere, and runs of one byte.
+    fn stream(next: &mut impl FnMut(u64) -> u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        let target = 1 + next(3000) as usize;
+        while b.len() < target {
+            match next(6) {
+                0..=2 => {
+                    let (kind, flags, stream, len) = match next(6) {
+                        0 => (
+                            0u8,
+                            [0u8, 1, 8][next(3) as usize],
+                            1 + 2 * next(4) as u32,
+                            next(40),
+                        ),
+                        1 => (1, 4, 1 + 2 * next(4) as u32, next(30)),
+                        2 => (4, 0, 0, 6 * next(3)),
+                        3 => (6, 0, 0, 8),
+                        4 => (8, 0, 0, 4),
+                        _ => (next(12) as u8, next(3) as u8, next(4) as u32, next(20)),
+                    };
+                    b.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+                    b.push(kind);
+                    b.push(flags);
+                    b.extend_from_slice(&stream.to_be_bytes());
+                    // Usually the payload announced, sometimes less or more.
+                    let body = match next(4) {
+                        0 => next(50),
+                        _ => len,
+                    };
+                    b.extend((0..body).map(|_| [0u8, 1, 4, 0xff][next(4) as usize]));
+                }
+                3 => b.extend_from_slice(&b"HTTP/1.1 "[..next(10) as usize]),
+                4 => b.extend(std::iter::repeat_n(
+                    [0u8, 0xff][next(2) as usize],
+                    next(30) as usize,
+                )),
+                _ => b.extend((0..next(12)).map(|_| next(256) as u8)),
+            }
+        }
+        b
+    }
+
+    /// Growing bytes delivered in pieces of random sizes: the incremental
+    /// checks decide what the full rescan decides, at the same delivery.
+    #[test]
+    fn incremental_mid_guess_decides_as_the_full_rescan() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut decided = [0usize; 2];
+        for round in 0..3000 {
+            let bytes = stream(&mut next);
+            let dir = if round % 3 == 0 {
+                Dir::ToClient
+            } else {
+                Dir::ToServer
+            };
+            let port = [None, Some(Transport::Grpc), Some(Transport::Rest)][next(3) as usize];
+            let mut frames = http2::FrameScan::default();
+            let mut scan = MidScan::default();
+            let mut len = 0;
+            let mut mid_done = false;
+            while len < bytes.len() {
+                let step = if next(2) == 0 { 3 } else { 200 };
+                len = (len + 1 + next(step) as usize).min(bytes.len());
+                let seen = &bytes[..len];
+                // The frame scan keeps answering as the rescan would, even
+                // asked again after a chain was found.
+                assert_eq!(
+                    frames.found(seen, dir),
+                    http2::looks_like_frames(seen, dir),
+                    "round {round} at {len}"
+                );
+                if !mid_done {
+                    let give_up = next(50) == 0;
+                    let want = guess_mid_rescan(seen, dir, port, give_up);
+                    let got = guess_mid(seen, dir, port, give_up, &mut scan);
+                    assert_eq!(name(&got), name(&want), "round {round} at {len}");
+                    if want.is_some() {
+                        mid_done = true;
+                        decided[usize::from(matches!(want, Some(Choice::Http2 { .. })))] += 1;
+                    }
+                }
+            }
+        }
+        // Both outcomes are exercised.
+        assert!(decided[0] > 100 && decided[1] > 100, "{decided:?}");
+    }
 }

@@ -9,6 +9,9 @@ pub mod frame;
 pub mod hpack;
 pub mod huffman;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use serde::Serialize;
 
 use crate::net::Dir;
@@ -165,8 +168,9 @@ fn plausible(h: &FrameHeader, raw_stream_high_bit: bool, dir: Dir) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 enum Chain {
     Found,
-    /// Plausible so far; more bytes are needed to confirm it.
-    Wait,
+    /// Plausible so far; more bytes are needed to confirm it. The answer
+    /// stays Wait until the bytes are at least this long (they only grow).
+    Wait(usize),
     No,
 }
 
@@ -182,7 +186,7 @@ fn chain_at(b: &[u8], start: usize, dir: Dir) -> Chain {
             if frames >= 2 && at == b.len() {
                 return Chain::Found;
             }
-            return Chain::Wait;
+            return Chain::Wait(at + HEADER_LEN);
         };
         let arr: [u8; HEADER_LEN] = match raw.try_into() {
             Ok(a) => a,
@@ -198,8 +202,9 @@ fn chain_at(b: &[u8], start: usize, dir: Dir) -> Chain {
         }
         at += HEADER_LEN + h.len as usize;
         if at > b.len() {
-            // The frame runs past what we have: confirm with more bytes.
-            return Chain::Wait;
+            // The frame runs past what we have: confirm with more bytes (two
+            // frames ending exactly at the end of the bytes already count).
+            return Chain::Wait(if frames >= 2 { at } else { at + HEADER_LEN });
         }
     }
 }
@@ -225,7 +230,7 @@ fn resume_chain(b: &[u8], dir: Dir, next: &mut usize, waiting: &mut Vec<usize>) 
                 found = Some(s);
                 true
             }
-            Chain::Wait => true,
+            Chain::Wait(_) => true,
             Chain::No => false,
         }
     });
@@ -238,7 +243,7 @@ fn resume_chain(b: &[u8], dir: Dir, next: &mut usize, waiting: &mut Vec<usize>) 
         *next += 1;
         match chain_at(b, s, dir) {
             Chain::Found => return Some(s),
-            Chain::Wait => {
+            Chain::Wait(_) => {
                 if waiting.len() == MAX_WAITING {
                     waiting.remove(0);
                 }
@@ -807,6 +812,66 @@ impl Connection {
 /// connection picked up after its start).
 pub fn looks_like_frames(bytes: &[u8], dir: Dir) -> bool {
     (0..bytes.len()).any(|s| chain_at(bytes, s, dir) == Chain::Found)
+}
+
+/// `looks_like_frames` over bytes that only grow between calls, without
+/// rescanning them: each start is scanned once, then again only when the
+/// bytes reach the length at which its answer can change. Re-running every
+/// start on each delivery was quadratic in an undecided connection's bytes.
+#[derive(Default)]
+pub struct FrameScan {
+    /// Starts below this had a whole frame header and were scanned.
+    next: usize,
+    /// (length to wait for, start) of chains still plausible; u32 keeps the
+    /// worst case (a plausible header at every start) at 8 bytes a start.
+    waiting: BinaryHeap<Reverse<(u32, u32)>>,
+}
+
+impl FrameScan {
+    /// What `looks_like_frames(bytes, dir)` answers. `bytes` must extend the
+    /// bytes of the previous call and `dir` stay the same.
+    pub fn found(&mut self, bytes: &[u8], dir: Dir) -> bool {
+        let Ok(len) = u32::try_from(bytes.len()) else {
+            return looks_like_frames(bytes, dir);
+        };
+        // A start without a whole header waits (frames < 2) whatever the
+        // length: those are the last few, picked up by `next` later.
+        while self.waiting.peek().is_some_and(|Reverse((t, _))| *t <= len) {
+            let Some(Reverse((_, s))) = self.waiting.pop() else {
+                break;
+            };
+            if self.check(bytes, s as usize, dir) {
+                return true;
+            }
+        }
+        while self.next + HEADER_LEN <= bytes.len() {
+            let s = self.next;
+            self.next += 1;
+            if self.check(bytes, s, dir) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Scans the chain at `s`; a plausible one waits for its length.
+    fn check(&mut self, bytes: &[u8], s: usize, dir: Dir) -> bool {
+        match chain_at(bytes, s, dir) {
+            Chain::Found => {
+                // A chain found at the exact end may not hold with more bytes:
+                // asked again, it is checked again.
+                self.waiting.push(Reverse((0, s as u32)));
+                true
+            }
+            Chain::Wait(t) => {
+                // Past u32: beyond any length these bytes can reach.
+                let t = u32::try_from(t).unwrap_or(u32::MAX);
+                self.waiting.push(Reverse((t, s as u32)));
+                false
+            }
+            Chain::No => false,
+        }
+    }
 }
 
 /// Whether `bytes` starts like the client preface (enough to route a connection).
