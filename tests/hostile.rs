@@ -1227,3 +1227,123 @@ fn a_capture_that_shrinks_while_read_ends_cleanly() {
     let why = r.stats().cut_short.clone().unwrap_or_default();
     assert!(why.starts_with("file ends inside a record ("), "{why}");
 }
+
+// ---------------------------------------------------------------------------
+// Work that once grew with the product of two attacker-chosen counts. The
+// budgets are hang guards only (each took minutes or more in debug builds).
+
+const QUADRATIC_BUDGET: Duration = Duration::from_secs(30);
+
+/// One TCP segment from 10.0.x.y:`c_port` to 10.0.0.100:`s_port` (or back).
+fn segment(
+    client: u32,
+    s_port: u16,
+    to_server: bool,
+    seq: u32,
+    syn: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let c_ip = [10, 1, (client >> 8) as u8, client as u8];
+    let c_port = 1024 + (client >> 16) as u16;
+    let server = [10, 0, 0, 100];
+    let b = if to_server {
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(c_ip, server, 64)
+            .tcp(c_port, s_port, seq, 65535)
+    } else {
+        PacketBuilder::ethernet2([2; 6], [1; 6])
+            .ipv4(server, c_ip, 64)
+            .tcp(s_port, c_port, seq, 65535)
+    };
+    let b = if syn { b.syn() } else { b.ack(1).psh() };
+    let mut p = Vec::new();
+    b.write(&mut p, payload).expect("segment");
+    p
+}
+
+fn capture_of(frames: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
+    let pkts: Vec<Owned> = frames
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| Owned {
+            link: LinkType::ETHERNET,
+            ts_ns: 1_700_000_000_000_000_000 + i as i64 * 1_000,
+            orig_len: data.len() as u32,
+            data,
+        })
+        .collect();
+    write_pcap(&pkts)
+}
+
+/// Bare SYNs past --max-flows: each evicts the idlest flow.
+#[test]
+fn syn_flood_past_max_flows_finishes() {
+    let config = Config::default();
+    let extra = 40_000;
+    let n = config.flow.max_flows as u32 + extra;
+    let pcap = capture_of((0..n).map(|i| segment(i, 8500, true, 1000, true, &[])));
+    let started = Instant::now();
+    let run = analyze(&[&pcap], config);
+    assert!(run.exchanges.is_empty());
+    assert!(
+        started.elapsed() < QUADRATIC_BUDGET,
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A server repeating GOAWAY while 4096 calls are open.
+#[test]
+fn repeated_goaways_over_many_open_calls_finish() {
+    let config = Config::default();
+    let streams = config.grpc.max_open_calls as u32;
+    let mut client = tfwire::http2::frame::PREFACE.to_vec();
+    frame(&mut client, 4, 0, 0, &[]);
+    let mut block = vec![0x83, 0x86];
+    literal(
+        &mut block,
+        ":path",
+        "/tensorflow.serving.PredictionService/Predict",
+    );
+    literal(&mut block, "content-type", "application/grpc");
+    for i in 0..streams {
+        frame(&mut client, 1, 0x4, 2 * i + 1, &block);
+    }
+    let mut server = Vec::new();
+    frame(&mut server, 4, 0, 0, &[]);
+    // The first refuses the upper half of the calls; the rest repeat it.
+    for _ in 0..600_000 {
+        frame(&mut server, 7, 0, 0, &[0, 0, 0x10, 0, 0, 0, 0, 0]);
+    }
+    let pcap = conversation_pcap(&[(0, Dir::ToServer, client), (0, Dir::ToClient, server)]);
+    let started = Instant::now();
+    let run = analyze(&[&pcap], config);
+    let elapsed = started.elapsed();
+    assert_eq!(run.exchanges.len(), streams as usize);
+    let refused = run
+        .exchanges
+        .iter()
+        .filter(|e| e.notes.iter().any(|n| n.contains("GOAWAY")))
+        .count();
+    // Streams 1..=8191 (odd): those above 4096 were never processed.
+    assert_eq!(refused, streams as usize / 2);
+    assert!(elapsed < QUADRATIC_BUDGET, "{elapsed:?}");
+}
+
+/// A connection whose protocol stays undecided, fed one byte per segment
+/// up to the 64 KiB it examines, on the gRPC and the REST port.
+#[test]
+fn undecided_connection_fed_byte_by_byte_finishes() {
+    for port in [8500, 8501] {
+        let mut frames = vec![segment(7, port, true, 999, true, &[])];
+        frames.extend((0..65_600u32).map(|i| segment(7, port, true, 1000 + i, false, &[0xff])));
+        let pcap = capture_of(frames);
+        let started = Instant::now();
+        analyze(&[&pcap], Config::default());
+        assert!(
+            started.elapsed() < QUADRATIC_BUDGET,
+            "port {port}: {:?}",
+            started.elapsed()
+        );
+    }
+}
