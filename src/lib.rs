@@ -18,6 +18,19 @@ pub mod report;
 pub mod shard;
 pub mod tfserving;
 
+/// Deterministic pseudo-random numbers below `n` for the tests (xorshift64),
+/// without a dev-dependency.
+#[cfg(test)]
+pub(crate) fn test_rng(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x = seed;
+    move |n| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    }
+}
+
 use std::io::{self, Write};
 use std::process::ExitCode;
 

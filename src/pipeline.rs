@@ -1082,13 +1082,7 @@ mod tests {
     /// checks decide what the full rescan decides, at the same delivery.
     #[test]
     fn incremental_mid_guess_decides_as_the_full_rescan() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut next = crate::test_rng(0x2545_f491_4f6c_dd1du64);
         let mut decided = [0usize; 2];
         for round in 0..3000 {
             let bytes = stream(&mut next);

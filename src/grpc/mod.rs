@@ -882,13 +882,7 @@ mod tests {
     /// the cap) hold what a field-by-field lossy conversion gives.
     #[test]
     fn header_lists_match_field_by_field_conversion() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut next = crate::test_rng(0x2545_f491_4f6c_dd1du64);
         let pieces: [&[u8]; 9] = [
             b"content-type",
             b"grpc-status",
@@ -996,13 +990,7 @@ mod tests {
     /// open calls end up as the walk over all of them left them.
     #[test]
     fn goaway_and_desync_touch_the_calls_a_full_walk_would() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut next = crate::test_rng(0x9e37_79b9_7f4a_7c15u64);
         let req = block(&[(":path", "/x"), ("content-type", "application/grpc")]);
         let (mut goaways, mut desyncs) = (0, 0);
         for round in 0..40 {
