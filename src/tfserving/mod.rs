@@ -7,6 +7,7 @@ pub mod exchange;
 pub mod names;
 mod predict;
 pub mod rest;
+mod rest_body;
 pub mod signature;
 pub mod tensor;
 

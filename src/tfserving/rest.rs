@@ -1,11 +1,10 @@
 //! TF Serving's REST API (TFSERVING.md §4): URL routing, the JSON request
 //! formats (row "instances" and columnar "inputs"), and the responses.
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 
 use super::exchange::{rfc3339, Status, Transport, VersionStatus};
+use super::rest_body::{self, Nest, Reply};
 use super::{names, signature, Exchange, TensorSummary, ValueEncoding, DEFAULT_SIGNATURE};
 use crate::http1::{Message, StartLine};
 use crate::net::ConnInfo;
@@ -144,172 +143,6 @@ pub fn route(http_method: &str, target: &str) -> Route {
     }
 }
 
-/// The JSON type names TF Serving uses in messages.
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "string",
-        Value::Array(_) => "list",
-        Value::Object(o) if is_b64(o) => "b64",
-        Value::Object(_) => "object",
-    }
-}
-
-fn is_b64(o: &serde_json::Map<String, Value>) -> bool {
-    o.len() == 1 && o.get("b64").is_some_and(Value::is_string)
-}
-
-/// Shape by nesting (first element at each level), scalar count, JSON kinds
-/// of the scalars, and whether the nesting is ragged.
-struct Nest {
-    shape: Vec<i64>,
-    values: u64,
-    kinds: Vec<&'static str>,
-    ragged: bool,
-}
-
-fn nest(v: &Value) -> Nest {
-    let mut n = Nest {
-        shape: Vec::new(),
-        values: 0,
-        kinds: Vec::new(),
-        ragged: false,
-    };
-    let mut cur = v;
-    while let Value::Array(a) = cur {
-        n.shape.push(a.len() as i64);
-        match a.first() {
-            Some(first) => cur = first,
-            None => break,
-        }
-    }
-    walk(v, 0, &n.shape.clone(), &mut n);
-    n
-}
-
-fn walk(v: &Value, depth: usize, shape: &[i64], n: &mut Nest) {
-    match v {
-        Value::Array(a) => {
-            if shape.get(depth) != Some(&(a.len() as i64)) {
-                n.ragged = true;
-            }
-            for x in a {
-                walk(x, depth + 1, shape, n);
-            }
-        }
-        scalar => {
-            if depth != shape.len() {
-                n.ragged = true;
-            }
-            n.values += 1;
-            let k = json_kind(scalar);
-            if !n.kinds.contains(&k) {
-                n.kinds.push(k);
-            }
-        }
-    }
-}
-
-/// Nesting of a JSON list without building one (no copy of the values):
-/// the same as `nest(&Value::Array(items))`.
-fn nest_list(items: &[Value]) -> Nest {
-    let mut shape = vec![items.len() as i64];
-    if let Some(first) = items.first() {
-        shape.extend_from_slice(&nest(first).shape);
-    }
-    let mut n = Nest {
-        shape: shape.clone(),
-        values: 0,
-        kinds: Vec::new(),
-        ragged: false,
-    };
-    for x in items {
-        walk(x, 1, &shape, &mut n);
-    }
-    n
-}
-
-/// Row format with objects (one key per input or output): one tensor per
-/// key, `[rows, …]`, ragged when a row lacks the key or differs in shape.
-/// None when the rows are not objects.
-fn named_rows(rows: &[Value]) -> Option<Vec<TensorSummary>> {
-    let named = rows
-        .first()
-        .is_some_and(|f| f.as_object().is_some_and(|o| !is_b64(o)));
-    if !named {
-        return None;
-    }
-    // One pass over the rows, folding each key's values as they come: a
-    // lookup per key per row would cost rows × keys when every row has its
-    // own key (attacker-controlled bodies).
-    struct Acc<'v> {
-        name: &'v str,
-        count: usize,
-        first_shape: Vec<i64>,
-        values: u64,
-        kinds: Vec<&'static str>,
-        ragged: bool,
-    }
-    let mut accs: Vec<Acc> = Vec::new();
-    // Filled only once there are more keys than are worth scanning.
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for o in rows.iter().filter_map(Value::as_object) {
-        for (name, v) in o {
-            let n = nest(v);
-            let found = if accs.len() <= names::LINEAR_MAX {
-                accs.iter().position(|a| a.name == name)
-            } else {
-                if index.is_empty() {
-                    index.extend(accs.iter().enumerate().map(|(i, a)| (a.name, i)));
-                }
-                index.get(name.as_str()).copied()
-            };
-            let i = found.unwrap_or_else(|| {
-                accs.push(Acc {
-                    name,
-                    count: 0,
-                    first_shape: n.shape.clone(),
-                    values: 0,
-                    kinds: Vec::new(),
-                    ragged: false,
-                });
-                if !index.is_empty() {
-                    index.insert(name, accs.len() - 1);
-                }
-                accs.len() - 1
-            });
-            let a = &mut accs[i];
-            a.count += 1;
-            a.values += n.values;
-            for k in &n.kinds {
-                if !a.kinds.contains(k) {
-                    a.kinds.push(k);
-                }
-            }
-            a.ragged |= n.ragged || n.shape != a.first_shape;
-        }
-    }
-    accs.sort_by(|a, b| a.name.cmp(b.name));
-    let mut out = Vec::with_capacity(accs.len());
-    for a in accs {
-        let mut shape = vec![rows.len() as i64];
-        shape.extend_from_slice(&a.first_shape);
-        out.push(tensor(
-            a.name,
-            &Nest {
-                shape,
-                values: a.values,
-                kinds: a.kinds,
-                ragged: a.ragged || a.count != rows.len(),
-            },
-        ));
-    }
-    Some(out)
-}
-
 fn tensor(name: &str, n: &Nest) -> TensorSummary {
     TensorSummary {
         name: name.to_string(),
@@ -349,55 +182,42 @@ pub fn parse_request_body(method: Option<&str>, body: &[u8]) -> RestRequest {
         r.json_error = Some("empty body".into());
         return r;
     }
-    let v: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
+    let examples = matches!(method, Some("Classify") | Some("Regress"));
+    let b = match rest_body::read_request(body, examples) {
+        Ok(b) => b,
         Err(e) => {
             r.json_error = Some(e.to_string());
             return r;
         }
     };
-    let Some(obj) = v.as_object() else {
+    if !b.object {
         r.notes.push("request body is not a JSON object".into());
         return r;
-    };
-    r.signature = obj
-        .get("signature_name")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    if matches!(method, Some("Classify") | Some("Regress")) {
-        r.examples = obj
-            .get("examples")
-            .and_then(Value::as_array)
-            .map(|a| a.len() as u64);
+    }
+    r.signature = b.signature.flatten();
+    if examples {
+        r.examples = b.examples.flatten();
         return r;
     }
-    match (obj.get("instances"), obj.get("inputs")) {
+    match (b.instances, b.inputs) {
         (Some(_), Some(_)) => {
             r.format = Some("both");
             r.notes
                 .push("body has both 'instances' and 'inputs'".into());
         }
-        (Some(Value::Array(rows)), None) => {
+        (Some(Some(rows)), None) => {
             r.format = Some("row");
             // One tensor per key of the row objects, or a single unnamed
             // input whose alias comes from the signature.
-            r.inputs = named_rows(rows).unwrap_or_else(|| vec![tensor("", &nest_list(rows))]);
+            r.inputs = summaries(rows);
         }
-        (Some(_), None) => {
+        (Some(None), None) => {
             r.format = Some("row");
             r.notes.push("'instances' is not a list".into());
         }
-        (None, Some(Value::Object(o))) if !is_b64(o) => {
+        (None, Some(inputs)) => {
             r.format = Some("columnar");
-            let mut names: Vec<&String> = o.keys().collect();
-            names.sort();
-            for name in names {
-                r.inputs.push(tensor(name, &nest(&o[name])));
-            }
-        }
-        (None, Some(v)) => {
-            r.format = Some("columnar");
-            r.inputs.push(tensor("", &nest(v)));
+            r.inputs = summaries(inputs);
         }
         (None, None) => r
             .notes
@@ -406,24 +226,49 @@ pub fn parse_request_body(method: Option<&str>, body: &[u8]) -> RestRequest {
     r
 }
 
-fn outputs_of(v: &Value) -> Vec<TensorSummary> {
-    let mut out = Vec::new();
-    if let Some(p) = v.get("predictions").and_then(Value::as_array) {
-        // Named outputs per row, or one unnamed output (alias from the signature).
-        out = named_rows(p).unwrap_or_else(|| vec![tensor("", &nest_list(p))]);
-    } else if let Some(o) = v.get("outputs") {
-        match o {
-            Value::Object(m) if !is_b64(m) => {
-                let mut names: Vec<&String> = m.keys().collect();
-                names.sort();
-                for name in names {
-                    out.push(tensor(name, &nest(&m[name])));
-                }
-            }
-            other => out.push(tensor("", &nest(other))),
-        }
+fn summaries(tensors: rest_body::Tensors) -> Vec<TensorSummary> {
+    tensors.iter().map(|(name, n)| tensor(name, n)).collect()
+}
+
+/// Named outputs per row, or one unnamed output (alias from the
+/// signature), or the columnar outputs.
+fn predict_outputs(
+    predictions: Option<Option<rest_body::Tensors>>,
+    outputs: Option<rest_body::Tensors>,
+) -> Vec<TensorSummary> {
+    match (predictions, outputs) {
+        (Some(Some(rows)), _) => summaries(rows),
+        (_, Some(columnar)) => summaries(columnar),
+        _ => Vec::new(),
     }
-    out
+}
+
+/// Model metadata and status responses are read into a `Value` (a few KB
+/// for real models); past this a body is not decoded, as a `Value` can take
+/// 100 times the bytes it is read from.
+const MAX_METADATA_BODY: usize = 4 << 20;
+
+/// Versions of a GetModelStatus response.
+fn model_status_of(v: &Value) -> Option<Vec<VersionStatus>> {
+    let a = v.get("model_version_status").and_then(Value::as_array)?;
+    let status = a.iter().map(|s| VersionStatus {
+        version: s
+            .get("version")
+            .and_then(|x| x.as_i64().or_else(|| x.as_str()?.parse().ok()))
+            .unwrap_or(0),
+        state: s
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        error_code: None,
+        error_message: s
+            .pointer("/status/error_message")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string),
+    });
+    Some(status.collect())
 }
 
 impl Exchange {
@@ -493,53 +338,38 @@ impl Exchange {
         match response {
             Some(resp) => {
                 notes.extend(resp.problems.iter().map(|p| format!("response: {p}")));
-                let json: Option<Value> = serde_json::from_slice(&resp.body).ok();
-                if let Some(v) = &json {
-                    status.message = v.get("error").and_then(Value::as_str).map(str::to_string);
+                let reply = match route.method {
+                    Some("Predict") => Reply::Predict,
+                    Some("Classify") | Some("Regress") => Reply::Results,
+                    _ => Reply::Other,
+                };
+                let body = rest_body::read_response(&resp.body, reply).ok();
+                if let Some(b) = body {
+                    status.message = b.error;
                     match route.method {
-                        Some("Predict") => outputs = outputs_of(v),
+                        Some("Predict") => outputs = predict_outputs(b.predictions, b.outputs),
                         Some("Classify") | Some("Regress") => {
-                            results = v
-                                .get("results")
-                                .or_else(|| v.get("result"))
-                                .and_then(Value::as_array)
-                                .map(|a| a.len() as u64)
+                            results = b.results.unwrap_or(b.result.flatten())
                         }
-                        Some("GetModelMetadata") if status.message.is_none() => {
-                            if let Ok((_, version, map)) =
-                                crate::diagnose::sources::parse_metadata_json(v)
-                            {
-                                resolved_version = version;
-                                signatures = Some(map);
+                        Some("GetModelMetadata" | "GetModelStatus") if status.message.is_none() => {
+                            if resp.body.len() > MAX_METADATA_BODY {
+                                notes.push(format!(
+                                    "response body of {} bytes not decoded (model metadata and status are read up to {} bytes)",
+                                    resp.body.len(),
+                                    MAX_METADATA_BODY
+                                ));
+                            } else if let Ok(v) = serde_json::from_slice::<Value>(&resp.body) {
+                                if route.method == Some("GetModelMetadata") {
+                                    if let Ok((_, version, map)) =
+                                        crate::diagnose::sources::parse_metadata_json(&v)
+                                    {
+                                        resolved_version = version;
+                                        signatures = Some(map);
+                                    }
+                                } else {
+                                    model_status = model_status_of(&v);
+                                }
                             }
-                        }
-                        Some("GetModelStatus") if status.message.is_none() => {
-                            model_status = v
-                                .get("model_version_status")
-                                .and_then(Value::as_array)
-                                .map(|a| {
-                                    a.iter()
-                                        .map(|s| VersionStatus {
-                                            version: s
-                                                .get("version")
-                                                .and_then(|x| {
-                                                    x.as_i64().or_else(|| x.as_str()?.parse().ok())
-                                                })
-                                                .unwrap_or(0),
-                                            state: s
-                                                .get("state")
-                                                .and_then(Value::as_str)
-                                                .unwrap_or("")
-                                                .to_string(),
-                                            error_code: None,
-                                            error_message: s
-                                                .pointer("/status/error_message")
-                                                .and_then(Value::as_str)
-                                                .filter(|m| !m.is_empty())
-                                                .map(str::to_string),
-                                        })
-                                        .collect()
-                                });
                         }
                         _ => {}
                     }
@@ -669,6 +499,250 @@ fn resolve(tensors: &mut [TensorSummary], specs: &[super::TensorSpec]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    // The Value-based reading this module did before `rest_body`: the
+    // reference the streaming reader is checked against.
+
+    /// The JSON type names TF Serving uses in messages.
+    fn json_kind(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(n) if n.is_f64() => "float",
+            Value::Number(_) => "int",
+            Value::String(_) => "string",
+            Value::Array(_) => "list",
+            Value::Object(o) if is_b64(o) => "b64",
+            Value::Object(_) => "object",
+        }
+    }
+
+    fn is_b64(o: &serde_json::Map<String, Value>) -> bool {
+        o.len() == 1 && o.get("b64").is_some_and(Value::is_string)
+    }
+
+    fn nest(v: &Value) -> Nest {
+        let mut n = Nest {
+            shape: Vec::new(),
+            values: 0,
+            kinds: Vec::new(),
+            ragged: false,
+        };
+        let mut cur = v;
+        while let Value::Array(a) = cur {
+            n.shape.push(a.len() as i64);
+            match a.first() {
+                Some(first) => cur = first,
+                None => break,
+            }
+        }
+        walk(v, 0, &n.shape.clone(), &mut n);
+        n
+    }
+
+    fn walk(v: &Value, depth: usize, shape: &[i64], n: &mut Nest) {
+        match v {
+            Value::Array(a) => {
+                if shape.get(depth) != Some(&(a.len() as i64)) {
+                    n.ragged = true;
+                }
+                for x in a {
+                    walk(x, depth + 1, shape, n);
+                }
+            }
+            scalar => {
+                if depth != shape.len() {
+                    n.ragged = true;
+                }
+                n.values += 1;
+                let k = json_kind(scalar);
+                if !n.kinds.contains(&k) {
+                    n.kinds.push(k);
+                }
+            }
+        }
+    }
+
+    /// Nesting of a JSON list without building one (no copy of the values):
+    /// the same as `nest(&Value::Array(items))`.
+    fn nest_list(items: &[Value]) -> Nest {
+        let mut shape = vec![items.len() as i64];
+        if let Some(first) = items.first() {
+            shape.extend_from_slice(&nest(first).shape);
+        }
+        let mut n = Nest {
+            shape: shape.clone(),
+            values: 0,
+            kinds: Vec::new(),
+            ragged: false,
+        };
+        for x in items {
+            walk(x, 1, &shape, &mut n);
+        }
+        n
+    }
+
+    /// Row format with objects (one key per input or output): one tensor per
+    /// key, `[rows, …]`, ragged when a row lacks the key or differs in shape.
+    /// None when the rows are not objects.
+    fn named_rows(rows: &[Value]) -> Option<Vec<TensorSummary>> {
+        let named = rows
+            .first()
+            .is_some_and(|f| f.as_object().is_some_and(|o| !is_b64(o)));
+        if !named {
+            return None;
+        }
+        // One pass over the rows, folding each key's values as they come: a
+        // lookup per key per row would cost rows × keys when every row has its
+        // own key (attacker-controlled bodies).
+        struct Acc<'v> {
+            name: &'v str,
+            count: usize,
+            first_shape: Vec<i64>,
+            values: u64,
+            kinds: Vec<&'static str>,
+            ragged: bool,
+        }
+        let mut accs: Vec<Acc> = Vec::new();
+        // Filled only once there are more keys than are worth scanning.
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for o in rows.iter().filter_map(Value::as_object) {
+            for (name, v) in o {
+                let n = nest(v);
+                let found = if accs.len() <= names::LINEAR_MAX {
+                    accs.iter().position(|a| a.name == name)
+                } else {
+                    if index.is_empty() {
+                        index.extend(accs.iter().enumerate().map(|(i, a)| (a.name, i)));
+                    }
+                    index.get(name.as_str()).copied()
+                };
+                let i = found.unwrap_or_else(|| {
+                    accs.push(Acc {
+                        name,
+                        count: 0,
+                        first_shape: n.shape.clone(),
+                        values: 0,
+                        kinds: Vec::new(),
+                        ragged: false,
+                    });
+                    if !index.is_empty() {
+                        index.insert(name, accs.len() - 1);
+                    }
+                    accs.len() - 1
+                });
+                let a = &mut accs[i];
+                a.count += 1;
+                a.values += n.values;
+                for k in &n.kinds {
+                    if !a.kinds.contains(k) {
+                        a.kinds.push(k);
+                    }
+                }
+                a.ragged |= n.ragged || n.shape != a.first_shape;
+            }
+        }
+        accs.sort_by(|a, b| a.name.cmp(b.name));
+        let mut out = Vec::with_capacity(accs.len());
+        for a in accs {
+            let mut shape = vec![rows.len() as i64];
+            shape.extend_from_slice(&a.first_shape);
+            out.push(tensor(
+                a.name,
+                &Nest {
+                    shape,
+                    values: a.values,
+                    kinds: a.kinds,
+                    ragged: a.ragged || a.count != rows.len(),
+                },
+            ));
+        }
+        Some(out)
+    }
+
+    fn parse_request_body_value(method: Option<&str>, body: &[u8]) -> RestRequest {
+        let mut r = RestRequest::default();
+        if body.iter().all(u8::is_ascii_whitespace) {
+            r.json_error = Some("empty body".into());
+            return r;
+        }
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                r.json_error = Some(e.to_string());
+                return r;
+            }
+        };
+        let Some(obj) = v.as_object() else {
+            r.notes.push("request body is not a JSON object".into());
+            return r;
+        };
+        r.signature = obj
+            .get("signature_name")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if matches!(method, Some("Classify") | Some("Regress")) {
+            r.examples = obj
+                .get("examples")
+                .and_then(Value::as_array)
+                .map(|a| a.len() as u64);
+            return r;
+        }
+        match (obj.get("instances"), obj.get("inputs")) {
+            (Some(_), Some(_)) => {
+                r.format = Some("both");
+                r.notes
+                    .push("body has both 'instances' and 'inputs'".into());
+            }
+            (Some(Value::Array(rows)), None) => {
+                r.format = Some("row");
+                // One tensor per key of the row objects, or a single unnamed
+                // input whose alias comes from the signature.
+                r.inputs = named_rows(rows).unwrap_or_else(|| vec![tensor("", &nest_list(rows))]);
+            }
+            (Some(_), None) => {
+                r.format = Some("row");
+                r.notes.push("'instances' is not a list".into());
+            }
+            (None, Some(Value::Object(o))) if !is_b64(o) => {
+                r.format = Some("columnar");
+                let mut names: Vec<&String> = o.keys().collect();
+                names.sort();
+                for name in names {
+                    r.inputs.push(tensor(name, &nest(&o[name])));
+                }
+            }
+            (None, Some(v)) => {
+                r.format = Some("columnar");
+                r.inputs.push(tensor("", &nest(v)));
+            }
+            (None, None) => r
+                .notes
+                .push("body has neither 'instances' nor 'inputs'".into()),
+        }
+        r
+    }
+
+    fn outputs_of(v: &Value) -> Vec<TensorSummary> {
+        let mut out = Vec::new();
+        if let Some(p) = v.get("predictions").and_then(Value::as_array) {
+            // Named outputs per row, or one unnamed output (alias from the signature).
+            out = named_rows(p).unwrap_or_else(|| vec![tensor("", &nest_list(p))]);
+        } else if let Some(o) = v.get("outputs") {
+            match o {
+                Value::Object(m) if !is_b64(m) => {
+                    let mut names: Vec<&String> = m.keys().collect();
+                    names.sort();
+                    for name in names {
+                        out.push(tensor(name, &nest(&m[name])));
+                    }
+                }
+                other => out.push(tensor("", &nest(other))),
+            }
+        }
+        out
+    }
 
     /// The per-key definition `named_rows` must agree with: for each key, a
     /// lookup in every row.
@@ -717,6 +791,229 @@ mod tests {
             ));
         }
         Some(out)
+    }
+
+    /// Random JSON of the shapes REST bodies take (nested lists, rows of
+    /// objects, b64 wrappers, duplicate and escaped keys), sometimes broken.
+    fn random_json(rng: &mut impl FnMut(u64) -> u64, depth: u32, out: &mut String) {
+        const KEYS: [&str; 16] = [
+            "a",
+            "b",
+            "b64",
+            "",
+            "b\\u00364",
+            "x\\n",
+            "instances",
+            "inputs",
+            "signature_name",
+            "examples",
+            "predictions",
+            "outputs",
+            "results",
+            "result",
+            "error",
+            "k",
+        ];
+        let pick = if depth == 0 { rng(6) } else { rng(16) };
+        match pick {
+            0 | 6 | 7 | 8 => {
+                // Lists, often of equal-length lists.
+                let n = rng(4);
+                let inner = rng(3);
+                out.push('[');
+                for i in 0..n {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    if inner == 0 && depth > 0 {
+                        out.push('[');
+                        for j in 0..2 + rng(2) / 2 {
+                            if j > 0 {
+                                out.push(',');
+                            }
+                            random_json(rng, depth - 1, out);
+                        }
+                        out.push(']');
+                    } else {
+                        random_json(rng, depth.saturating_sub(1), out);
+                    }
+                }
+                out.push(']');
+            }
+            1 | 9 | 10 => {
+                let n = rng(4);
+                out.push('{');
+                for i in 0..n {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push('"');
+                    out.push_str(KEYS[rng(KEYS.len() as u64) as usize]);
+                    out.push_str("\":");
+                    random_json(rng, depth.saturating_sub(1), out);
+                }
+                out.push('}');
+            }
+            2 => out.push_str(
+                [
+                    "1",
+                    "-7",
+                    "0",
+                    "18446744073709551615",
+                    "-9223372036854775808",
+                    "123456789012345678901234567890",
+                ][rng(6) as usize],
+            ),
+            3 => out.push_str(["1.5", "-0.0", "1e3", "2E-2", "1e308"][rng(5) as usize]),
+            4 => out.push_str(
+                ["\"s\"", "\"aGk=\"", "\"\\u00e9\"", "\"\"", "\"\\\"\""][rng(5) as usize],
+            ),
+            _ => out.push_str(["null", "true", "false"][rng(3) as usize]),
+        }
+    }
+
+    fn random_bodies(seed: u64, count: usize) -> Vec<Vec<u8>> {
+        let mut rng = crate::test_rng(seed);
+        let mut bodies = Vec::new();
+        for _ in 0..count {
+            let mut s = String::new();
+            let depth = 1 + rng(5) as u32;
+            random_json(&mut rng, depth, &mut s);
+            // Mostly an object of the members TF Serving reads.
+            if rng(4) != 0 {
+                let mut o = String::from("{");
+                for i in 0..1 + rng(3) {
+                    if i > 0 {
+                        o.push(',');
+                    }
+                    let key = [
+                        "instances",
+                        "inputs",
+                        "signature_name",
+                        "examples",
+                        "predictions",
+                        "outputs",
+                        "results",
+                        "result",
+                        "error",
+                    ][rng(9) as usize];
+                    o.push_str(&format!("\"{key}\":"));
+                    if i == 0 {
+                        o.push_str(&s);
+                    } else {
+                        let depth = 1 + rng(4) as u32;
+                        random_json(&mut rng, depth, &mut o);
+                    }
+                }
+                o.push('}');
+                s = o;
+            }
+            let mut b = s.into_bytes();
+            match rng(12) {
+                0 if !b.is_empty() => b.truncate(rng(b.len() as u64) as usize),
+                1 if !b.is_empty() => {
+                    let i = rng(b.len() as u64) as usize;
+                    b[i] = [b'x', b'"', b',', b']', b'}', 0xff, 0x01, b' '][rng(8) as usize];
+                }
+                2 => b.extend_from_slice(b" x"),
+                3 => b.extend_from_slice(b" \n"),
+                _ => {}
+            }
+            bodies.push(b);
+        }
+        // A member given twice counts as its last value.
+        for b in [
+            r#"{"instances": [{"b64": 1, "b64": "x"}, {"a": 1}]}"#,
+            r#"{"instances": [{"b64": "x", "b64": 1}, {"a": 1}]}"#,
+            r#"{"inputs": {"b64": 1, "b64": "aGk="}}"#,
+            r#"{"inputs": [{"b64": "x", "b64": []}, {"b64": "x"}]}"#,
+            r#"{"signature_name": "s", "signature_name": 1, "instances": [1], "instances": 2}"#,
+            r#"{"instances": [{"a": [1, 2], "a": 3}, {"a": 4}], "predictions": {}, "predictions": [[1]]}"#,
+        ] {
+            bodies.push(b.as_bytes().to_vec());
+        }
+        // Nested past serde_json's recursion limit.
+        bodies.push(
+            format!("{{\"instances\": {}1{}}}", "[".repeat(200), "]".repeat(200)).into_bytes(),
+        );
+        bodies
+            .push(format!("{{\"inputs\": {}1{}}}", "[".repeat(100), "]".repeat(100)).into_bytes());
+        bodies
+    }
+
+    #[test]
+    fn streaming_request_reading_agrees_with_value() {
+        for (i, body) in random_bodies(0x5eed_0001, 20_000).iter().enumerate() {
+            for method in [Some("Predict"), Some("Classify"), None] {
+                assert_eq!(
+                    format!("{:?}", parse_request_body(method, body)),
+                    format!("{:?}", parse_request_body_value(method, body)),
+                    "body {i}: {}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_response_reading_agrees_with_value() {
+        for (i, body) in random_bodies(0x5eed_0002, 20_000).iter().enumerate() {
+            for reply in [Reply::Predict, Reply::Results, Reply::Other] {
+                let new = rest_body::read_response(body, reply).ok().map(|b| {
+                    let outputs = match reply {
+                        Reply::Predict => predict_outputs(b.predictions, b.outputs),
+                        _ => Vec::new(),
+                    };
+                    let results = match reply {
+                        Reply::Results => b.results.unwrap_or(b.result.flatten()),
+                        _ => None,
+                    };
+                    (b.error, format!("{outputs:?}"), results)
+                });
+                let old = serde_json::from_slice::<Value>(body).ok().map(|v| {
+                    let error = v.get("error").and_then(Value::as_str).map(str::to_string);
+                    let outputs = match reply {
+                        Reply::Predict => outputs_of(&v),
+                        _ => Vec::new(),
+                    };
+                    let results = match reply {
+                        Reply::Results => v
+                            .get("results")
+                            .or_else(|| v.get("result"))
+                            .and_then(Value::as_array)
+                            .map(|a| a.len() as u64),
+                        _ => None,
+                    };
+                    (error, format!("{outputs:?}"), results)
+                });
+                assert_eq!(
+                    new,
+                    old,
+                    "body {i} {reply:?}: {}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn json_errors_are_serde_json_errors() {
+        for body in [
+            &b"{\"instances\": [1, 2"[..],
+            b"{\"a\": 1,}",
+            b"[\"\xff\"]",
+            b"{} x",
+            b"{\"inputs\": 1e999}",
+        ] {
+            let expected = serde_json::from_slice::<Value>(body)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            assert!(expected.is_err());
+            assert_eq!(
+                parse_request_body(Some("Predict"), body).json_error,
+                expected.err()
+            );
+        }
     }
 
     #[test]
