@@ -209,7 +209,7 @@ pub fn parse_request_body(method: Option<&str>, body: &[u8]) -> RestRequest {
             r.format = Some("row");
             // One tensor per key of the row objects, or a single unnamed
             // input whose alias comes from the signature.
-            r.inputs = summaries(rows);
+            r.inputs = summaries(rows, &mut r.notes, "request");
         }
         (Some(None), None) => {
             r.format = Some("row");
@@ -217,7 +217,7 @@ pub fn parse_request_body(method: Option<&str>, body: &[u8]) -> RestRequest {
         }
         (None, Some(inputs)) => {
             r.format = Some("columnar");
-            r.inputs = summaries(inputs);
+            r.inputs = summaries(inputs, &mut r.notes, "request");
         }
         (None, None) => r
             .notes
@@ -226,8 +226,19 @@ pub fn parse_request_body(method: Option<&str>, body: &[u8]) -> RestRequest {
     r
 }
 
-fn summaries(tensors: rest_body::Tensors) -> Vec<TensorSummary> {
-    tensors.iter().map(|(name, n)| tensor(name, n)).collect()
+fn summaries(
+    tensors: rest_body::Tensors,
+    notes: &mut Vec<String>,
+    what: &str,
+) -> Vec<TensorSummary> {
+    if tensors.too_many {
+        notes.push(format!(
+            "{what} names more than {} tensors; none is summarised",
+            rest_body::MAX_NAMED
+        ));
+    }
+    let named = tensors.named.iter();
+    named.map(|(name, n)| tensor(name, n)).collect()
 }
 
 /// Named outputs per row, or one unnamed output (alias from the
@@ -235,10 +246,11 @@ fn summaries(tensors: rest_body::Tensors) -> Vec<TensorSummary> {
 fn predict_outputs(
     predictions: Option<Option<rest_body::Tensors>>,
     outputs: Option<rest_body::Tensors>,
+    notes: &mut Vec<String>,
 ) -> Vec<TensorSummary> {
     match (predictions, outputs) {
-        (Some(Some(rows)), _) => summaries(rows),
-        (_, Some(columnar)) => summaries(columnar),
+        (Some(Some(rows)), _) => summaries(rows, notes, "response"),
+        (_, Some(columnar)) => summaries(columnar, notes, "response"),
         _ => Vec::new(),
     }
 }
@@ -347,7 +359,9 @@ impl Exchange {
                 if let Some(b) = body {
                     status.message = b.error;
                     match route.method {
-                        Some("Predict") => outputs = predict_outputs(b.predictions, b.outputs),
+                        Some("Predict") => {
+                            outputs = predict_outputs(b.predictions, b.outputs, &mut notes)
+                        }
                         Some("Classify") | Some("Regress") => {
                             results = b.results.unwrap_or(b.result.flatten())
                         }
@@ -961,7 +975,9 @@ mod tests {
             for reply in [Reply::Predict, Reply::Results, Reply::Other] {
                 let new = rest_body::read_response(body, reply).ok().map(|b| {
                     let outputs = match reply {
-                        Reply::Predict => predict_outputs(b.predictions, b.outputs),
+                        Reply::Predict => {
+                            predict_outputs(b.predictions, b.outputs, &mut Vec::new())
+                        }
                         _ => Vec::new(),
                     };
                     let results = match reply {
@@ -1055,9 +1071,17 @@ mod tests {
 
     #[test]
     fn resolve_matches_50k_columnar_inputs_by_alias() {
-        let keys: Vec<String> = (0..50_000).map(|i| format!(r#""k{i:06}": [1]"#)).collect();
-        let body = format!(r#"{{"inputs": {{{}}}}}"#, keys.join(","));
-        let mut inputs_sent = parse_request_body(Some("Predict"), body.as_bytes()).inputs;
+        // More than a body is summarised with (MAX_NAMED): signatures are
+        // not capped.
+        let nest = Nest {
+            shape: vec![1],
+            values: 1,
+            kinds: vec!["int"],
+            ragged: false,
+        };
+        let mut inputs_sent: Vec<TensorSummary> = (0..50_000)
+            .map(|i| tensor(&format!("k{i:06}"), &nest))
+            .collect();
         // Specs: every other alias, plus a duplicate alias whose first entry wins.
         let mut inputs: Vec<super::super::TensorSpec> = (0..50_000)
             .step_by(2)
@@ -1084,14 +1108,66 @@ mod tests {
     #[test]
     fn a_key_per_row_for_50k_rows_is_one_pass() {
         // Each row its own key: rows × keys lookups took minutes here.
-        let rows: Vec<String> = (0..50_000).map(|i| format!(r#"{{"k{i}": 0}}"#)).collect();
+        let n = rest_body::MAX_NAMED;
+        let rows: Vec<String> = (0..n).map(|i| format!(r#"{{"k{i}": 0}}"#)).collect();
         let body = format!(r#"{{"instances": [{}]}}"#, rows.join(","));
         let start = std::time::Instant::now();
         let r = parse_request_body(Some("Predict"), body.as_bytes());
-        assert_eq!(r.inputs.len(), 50_000);
-        assert!(r.inputs.iter().all(|t| t.shape == Some(vec![50_000])));
+        assert_eq!(r.inputs.len(), n);
+        assert!(r.inputs.iter().all(|t| t.shape == Some(vec![n as i64])));
         assert!(r.inputs.iter().all(|t| !t.problems.is_empty()), "ragged");
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+        // Past MAX_NAMED names, none is kept.
+        let rows: Vec<String> = (0..50_000).map(|i| format!(r#"{{"k{i}": 0}}"#)).collect();
+        let body = format!(r#"{{"instances": [{}]}}"#, rows.join(","));
+        let r = parse_request_body(Some("Predict"), body.as_bytes());
+        assert_eq!(r.format, Some("row"));
+        assert!(r.inputs.is_empty());
+        assert_eq!(
+            r.notes,
+            ["request names more than 10000 tensors; none is summarised"]
+        );
         assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn too_many_names_in_one_object() {
+        let n = rest_body::MAX_NAMED;
+        let keys = |n: usize| -> String {
+            let k: Vec<String> = (0..n).map(|i| format!(r#""k{i}": [1, 2]"#)).collect();
+            k.join(",")
+        };
+        for (count, kept) in [(n, n), (n + 1, 0)] {
+            for body in [
+                format!(r#"{{"inputs": {{{}}}}}"#, keys(count)),
+                format!(
+                    r#"{{"instances": [{{{}}}, {{"k0": [3, 4]}}]}}"#,
+                    keys(count)
+                ),
+            ] {
+                let r = parse_request_body(Some("Predict"), body.as_bytes());
+                assert_eq!(r.inputs.len(), kept, "{count}");
+                assert_eq!(r.notes.len(), usize::from(kept == 0), "{:?}", r.notes);
+            }
+        }
+        // Repeats of "b64" past the count are still one b64 value.
+        let body = format!(
+            r#"{{"inputs": {{{}"b64": "aGk="}}}}"#,
+            r#""b64": 1,"#.repeat(n + 5)
+        );
+        let r = parse_request_body(Some("Predict"), body.as_bytes());
+        assert_eq!(r.inputs.len(), 1);
+        assert_eq!(r.inputs[0].json, Some(vec!["b64"]));
+        assert!(r.notes.is_empty());
+        // And in a response.
+        let body = format!(r#"{{"outputs": {{{}}}}}"#, keys(n + 1));
+        let b = rest_body::read_response(body.as_bytes(), Reply::Predict).expect("json");
+        let mut notes = Vec::new();
+        assert!(predict_outputs(b.predictions, b.outputs, &mut notes).is_empty());
+        assert_eq!(
+            notes,
+            ["response names more than 10000 tensors; none is summarised"]
+        );
     }
 
     #[test]

@@ -219,35 +219,77 @@ impl<'de> Visitor<'de> for Key {
     }
 }
 
+/// Named tensors summarised per body. Real signatures have tens of inputs,
+/// rarely hundreds; a name costs about 600 bytes from here to the output
+/// line and can come from 8 bytes of JSON, so past this many a body's
+/// tensors are reported as too many rather than summarised.
+pub const MAX_NAMED: usize = 10_000;
+
 /// Tensors by name, sorted; "" for one whose alias comes from the signature.
-pub type Tensors<'de> = Vec<(Cow<'de, str>, Nest)>;
+#[derive(Debug, Default)]
+pub struct Tensors<'de> {
+    pub named: Vec<(Cow<'de, str>, Nest)>,
+    /// More than `MAX_NAMED` names: `named` is empty.
+    pub too_many: bool,
+}
+
+impl<'de> Tensors<'de> {
+    fn one(n: Nest) -> Tensors<'de> {
+        Tensors {
+            named: vec![(Cow::Borrowed(""), n)],
+            too_many: false,
+        }
+    }
+}
 
 /// The members of an object of tensors (a row, or the columnar map), sorted
 /// by key, a key given twice keeping its last value as a JSON map does; and
 /// whether the object is a {"b64": "…"} wrapper instead.
 fn members<'de, A: MapAccess<'de>>(mut map: A) -> Result<(Tensors<'de>, bool), A::Error> {
-    let mut items: Tensors<'de> = Vec::new();
+    let mut items = Vec::new();
+    let (mut any, mut only_b64, mut last_b64_string) = (false, true, false);
+    let mut too_many = false;
     while let Some(k) = map.next_key_seed(Key)? {
-        let mut b = NestBuilder::default();
-        map.next_value_seed(Tensor {
-            b: &mut b,
-            depth: 0,
-        })?;
-        items.push((k, b.finish()));
+        any = true;
+        let (nest, string) = if too_many {
+            (None, matches!(map.next_value_seed(SKIP)?, Got::String))
+        } else {
+            let mut b = NestBuilder::default();
+            map.next_value_seed(Tensor {
+                b: &mut b,
+                depth: 0,
+            })?;
+            let n = b.finish();
+            let string = n.is_string();
+            (Some(n), string)
+        };
+        if k == "b64" {
+            last_b64_string = string;
+        } else {
+            only_b64 = false;
+        }
+        let Some(nest) = nest else {
+            continue;
+        };
+        if items.len() == MAX_NAMED {
+            // Counted with repeats: a key given twice is rare outside attacks.
+            too_many = true;
+            items = Vec::new();
+            continue;
+        }
+        items.push((k, nest));
     }
-    let b64 = !items.is_empty()
-        && items.iter().all(|(k, _)| k == "b64")
-        && items.last().is_some_and(|(_, n)| n.is_string());
+    let b64 = any && only_b64 && last_b64_string;
     // Stable: of equal keys the last stays last, and replaces the others.
     items.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out: Tensors<'de> = Vec::with_capacity(items.len());
+    let mut named: Vec<(Cow<'de, str>, Nest)> = Vec::with_capacity(items.len());
     for item in items {
-        match out.last_mut() {
+        match named.last_mut() {
             Some(last) if last.0 == item.0 => *last = item,
-            _ => out.push(item),
+            _ => named.push(item),
         }
     }
-    Ok((out, b64))
+    Ok((Tensors { named, too_many }, b64))
 }
 
 /// Row-format tensors (a key per input or output, one object per row) being
@@ -258,6 +300,8 @@ struct NamedRows<'de> {
     accs: Vec<Acc<'de>>,
     /// Filled only once there are more keys than are worth scanning.
     index: HashMap<Cow<'de, str>, usize>,
+    /// Past `MAX_NAMED` names: nothing more is kept.
+    too_many: bool,
 }
 
 struct Acc<'de> {
@@ -271,7 +315,13 @@ struct Acc<'de> {
 
 impl<'de> NamedRows<'de> {
     fn add(&mut self, row: Tensors<'de>) {
-        for (name, n) in row {
+        if row.too_many {
+            self.give_up();
+        }
+        if self.too_many {
+            return;
+        }
+        for (name, n) in row.named {
             let found = if self.accs.len() <= names::LINEAR_MAX {
                 self.accs.iter().position(|a| a.name == name)
             } else {
@@ -281,6 +331,10 @@ impl<'de> NamedRows<'de> {
                 }
                 self.index.get(&name).copied()
             };
+            if found.is_none() && self.accs.len() == MAX_NAMED {
+                self.give_up();
+                return;
+            }
             let i = found.unwrap_or_else(|| {
                 if !self.index.is_empty() {
                     self.index.insert(name.clone(), self.accs.len());
@@ -309,10 +363,17 @@ impl<'de> NamedRows<'de> {
         }
     }
 
+    fn give_up(&mut self) {
+        self.too_many = true;
+        self.accs = Vec::new();
+        self.index = HashMap::new();
+    }
+
     fn finish(mut self, rows: u64) -> Tensors<'de> {
         self.accs.sort_by(|a, b| a.name.cmp(&b.name));
         let rows_dim = i64::try_from(rows).unwrap_or(i64::MAX);
-        self.accs
+        let named = self
+            .accs
             .into_iter()
             .map(|a| {
                 let mut shape = Vec::with_capacity(a.first_shape.len() + 1);
@@ -326,7 +387,11 @@ impl<'de> NamedRows<'de> {
                 };
                 (a.name, nest)
             })
-            .collect()
+            .collect();
+        Tensors {
+            named,
+            too_many: self.too_many,
+        }
     }
 }
 
@@ -380,7 +445,7 @@ const SKIP: Skim = Skim { want: Want::Skip };
 impl Skim {
     fn scalar<'de>(self, kind: &'static str) -> Got<'de> {
         match self.want {
-            Want::Columnar => Got::Tensors(vec![(Cow::Borrowed(""), Nest::scalar(kind))]),
+            Want::Columnar => Got::Tensors(Tensors::one(Nest::scalar(kind))),
             _ => Got::Nothing,
         }
     }
@@ -437,7 +502,7 @@ impl<'de> Visitor<'de> for Skim {
                     depth: 0,
                 }
                 .visit_seq(seq)?;
-                Got::Tensors(vec![(Cow::Borrowed(""), b.finish())])
+                Got::Tensors(Tensors::one(b.finish()))
             }
             _ => {
                 while seq.next_element_seed(SKIP)?.is_some() {}
@@ -450,7 +515,7 @@ impl<'de> Visitor<'de> for Skim {
             Want::Columnar => {
                 let (tensors, b64) = members(map)?;
                 if b64 {
-                    Got::Tensors(vec![(Cow::Borrowed(""), Nest::scalar("b64"))])
+                    Got::Tensors(Tensors::one(Nest::scalar("b64")))
                 } else {
                     Got::Tensors(tensors)
                 }
@@ -496,7 +561,7 @@ fn rows<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Tensors<'de>, A::Error> {
         len += 1;
     }
     list.leave(0, len);
-    Ok(vec![(Cow::Borrowed(""), list.finish())])
+    Ok(Tensors::one(list.finish()))
 }
 
 /// The first element of a row-format list: the named row it starts, or
