@@ -60,7 +60,8 @@ pub enum Format {
 #[derive(Debug, clap::Args)]
 pub struct AnalyzeArgs {
     /// Capture files (pcap or pcapng); '-' for standard input. Several files of
-    /// one rotated capture are read in the order given.
+    /// one rotated capture are read in the order given; frame and tcp.stream
+    /// numbers then count through them as in `mergecap -a` of the files.
     #[arg(required = true, value_name = "CAPTURE")]
     pub captures: Vec<PathBuf>,
 
