@@ -131,7 +131,7 @@ enum Choice {
 /// each delivery costs its own bytes rather than all of them again.
 #[derive(Default)]
 struct MidScan {
-    frames: http2::FrameScan,
+    frames: http2::ChainScan,
     /// Windows starting below this were searched for "HTTP/1".
     http1_from: usize,
 }
@@ -155,7 +155,7 @@ fn guess_mid(
     give_up: bool,
     scan: &mut MidScan,
 ) -> Option<Choice> {
-    if scan.frames.found(bytes, dir) {
+    if scan.frames.find(bytes, dir).is_some() {
         return Some(Choice::Http2 { from_start: false });
     }
     let http1_start = match dir {
@@ -994,7 +994,8 @@ pub(crate) fn fixture_exchanges(name: &str) -> Vec<Exchange> {
 mod tests {
     use super::*;
 
-    /// `guess_mid` as it was before `MidScan`: every check over all the bytes.
+    /// `guess_mid` as it was before `MidScan`: every check over all the
+    /// bytes, frame chains looked for at every start (no cap on waiting ones).
     fn guess_mid_rescan(
         bytes: &[u8],
         dir: Dir,
@@ -1080,10 +1081,15 @@ mod tests {
 
     /// Growing bytes delivered in pieces of random sizes: the incremental
     /// checks decide what the full rescan decides, at the same delivery.
+    /// Whatever the bytes, a chain the frame scan finds is one the rescan
+    /// finds; the same answers are owed to the bytes: exact while fewer
+    /// starts wait than the scan keeps, and here also in the rounds that
+    /// fill it, as those it drops (waiting longest) decide nothing.
     #[test]
     fn incremental_mid_guess_decides_as_the_full_rescan() {
         let mut next = crate::test_rng(0x2545_f491_4f6c_dd1du64);
         let mut decided = [0usize; 2];
+        let mut filled = 0;
         for round in 0..3000 {
             let bytes = stream(&mut next);
             let dir = if round % 3 == 0 {
@@ -1092,18 +1098,27 @@ mod tests {
                 Dir::ToServer
             };
             let port = [None, Some(Transport::Grpc), Some(Transport::Rest)][next(3) as usize];
-            let mut frames = http2::FrameScan::default();
+            let mut frames = http2::ChainScan::default();
             let mut scan = MidScan::default();
             let mut len = 0;
-            let mut mid_done = false;
+            let (mut mid_done, mut full) = (false, false);
             while len < bytes.len() {
                 let step = if next(2) == 0 { 3 } else { 200 };
                 len = (len + 1 + next(step) as usize).min(bytes.len());
                 let seen = &bytes[..len];
                 // The frame scan keeps answering as the rescan would, even
                 // asked again after a chain was found.
+                let found = frames.find(seen, dir);
+                if let Some(s) = found {
+                    assert!(
+                        http2::chain_found_at(seen, s, dir),
+                        "round {round} at {len}"
+                    );
+                }
+                assert!(frames.waiting() <= http2::MAX_WAITING);
+                full |= frames.waiting() == http2::MAX_WAITING;
                 assert_eq!(
-                    frames.found(seen, dir),
+                    found.is_some(),
                     http2::looks_like_frames(seen, dir),
                     "round {round} at {len}"
                 );
@@ -1118,8 +1133,114 @@ mod tests {
                     }
                 }
             }
+            filled += usize::from(full);
         }
         // Both outcomes are exercised.
         assert!(decided[0] > 100 && decided[1] > 100, "{decided:?}");
+        // Some rounds drop waiting starts.
+        assert!(filled > 50, "{filled}");
+    }
+
+    fn header(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, len: usize) {
+        out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+        out.push(kind);
+        out.push(flags);
+        out.extend_from_slice(&stream.to_be_bytes());
+    }
+
+    /// More plausible headers waiting at once than the frame scan keeps,
+    /// then real frames: headers claiming up to 16 MiB, headers whose frame
+    /// ends on the first real frame (a chain the rescan finds), and decoys
+    /// whose frame ends a byte before it, waiting for fewer bytes than those
+    /// (so kept instead of them) and failing there. The scan never holds
+    /// more than its cap, never finds what the rescan does not, and finds
+    /// the real frames before they end, though it may be later than the
+    /// rescan. (Stream 0x7e7e7e7f and 4 bytes between the headers keep the
+    /// offsets inside them from chaining up.)
+    #[test]
+    fn mid_guess_finds_frames_behind_more_waiting_headers_than_kept() {
+        let mut next = crate::test_rng(0x9e37_79b9_7f4a_7c15);
+        let mut later = 0;
+        let mut filled = 0;
+        for round in 0..300 {
+            let junk = http2::MAX_WAITING + 1 + next(8 * http2::MAX_WAITING as u64) as usize;
+            let real_at = junk * 13 + next(20) as usize;
+            let mut b = Vec::new();
+            let s = 0x7e7e_7e7f;
+            for _ in 0..junk {
+                let at = b.len();
+                match next(4) {
+                    0 => header(&mut b, 1, 4, s, 1 << 20),
+                    1 => header(&mut b, 0, 0, s, (1 << 16) + next(0xff_0000) as usize),
+                    // DATA ending on `real_at`, or one byte before it.
+                    k => header(&mut b, 0, 1, s, real_at - (k as usize - 2) - at - 9),
+                }
+                b.extend_from_slice(&[0xee; 4]);
+            }
+            b.resize(real_at, 0xee);
+            header(&mut b, 4, 0, 0, 0);
+            header(&mut b, 6, 0, 0, 8);
+            b.extend_from_slice(&[7; 8]);
+            header(&mut b, 8, 0, 0, 4);
+            b.extend_from_slice(&[0, 0, 1, 0]);
+            header(&mut b, 1, 4, 1, 3);
+            b.extend_from_slice(&[0x82, 0x86, 0x84]);
+            header(&mut b, 0, 1, 1, 5);
+            b.extend_from_slice(&[0, 0, 0, 0, 0]);
+            header(&mut b, 8, 0, 0, 4);
+            b.extend_from_slice(&[0, 0, 1, 0]);
+            let dir = if round % 2 == 0 {
+                Dir::ToServer
+            } else {
+                Dir::ToClient
+            };
+            let mut frames = http2::ChainScan::default();
+            let mut scan = MidScan::default();
+            let (mut len, mut found_at, mut rescan_at, mut full) = (0, None, None, false);
+            while len < b.len() {
+                // Small pieces over the real frames, to tell finds apart.
+                let step = if len + 40 >= real_at || next(2) == 0 {
+                    3
+                } else {
+                    40
+                };
+                len = (len + 1 + next(step) as usize).min(b.len());
+                let seen = &b[..len];
+                let found = frames.find(seen, dir);
+                assert!(frames.waiting() <= http2::MAX_WAITING, "round {round}");
+                full |= frames.waiting() == http2::MAX_WAITING;
+                // Every chain ends past `real_at`: the rescan is spared before.
+                let rescan =
+                    (len > real_at || found.is_some()) && http2::looks_like_frames(seen, dir);
+                if let Some(s) = found {
+                    assert!(
+                        http2::chain_found_at(seen, s, dir),
+                        "round {round} at {len}"
+                    );
+                    assert!(rescan, "round {round} at {len}");
+                    found_at.get_or_insert(len);
+                }
+                if rescan {
+                    rescan_at.get_or_insert(len);
+                }
+                // The guess over the same bytes, once per delivery.
+                let guess = guess_mid(seen, dir, None, false, &mut scan);
+                if matches!(guess, Some(Choice::Http2 { .. })) {
+                    assert!(rescan, "round {round} at {len}");
+                    break;
+                }
+                assert!(guess.is_none(), "round {round}: {}", name(&guess));
+            }
+            let Some(found_at) = found_at else {
+                panic!("round {round}: the real frames were not found");
+            };
+            // Only the real frames make chains here.
+            assert!(found_at > real_at, "round {round}");
+            assert!(rescan_at.is_some_and(|r| r <= found_at), "round {round}");
+            later += usize::from(rescan_at != Some(found_at));
+            filled += usize::from(full);
+        }
+        // The cap is reached, and sometimes costs a later find.
+        assert!(filled > 250 && later > 50, "{filled} {later}");
     }
 }

@@ -9,9 +9,6 @@ pub mod frame;
 pub mod hpack;
 pub mod huffman;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use serde::Serialize;
 
 use crate::net::Dir;
@@ -209,50 +206,147 @@ fn chain_at(b: &[u8], start: usize, dir: Dir) -> Chain {
     }
 }
 
-/// Candidates kept waiting for more bytes while resynchronising. Dropping
-/// one only delays the resync: the next frame boundary is a candidate too.
-const MAX_WAITING: usize = 64;
+/// Starts a `ChainScan` keeps waiting for more bytes: its memory stays O(1)
+/// whatever the bytes (a plausible header can start at every byte). Dropping
+/// one only delays a find: the next real frame boundary is a candidate too,
+/// scanned when its header arrives.
+pub(crate) const MAX_WAITING: usize = 64;
 
-/// Looks for a frame boundary in bytes that grow between calls. A payload
-/// byte pattern that looks like a large frame header must not hide the real
-/// boundary after it, so every offset is a candidate; each is scanned once
-/// (from `next` on), and only candidates that waited for more bytes are
-/// checked again, so junk costs linear time however it is cut into
-/// packets. Returns the earliest start found.
-fn resume_chain(b: &[u8], dir: Dir, next: &mut usize, waiting: &mut Vec<usize>) -> Option<usize> {
-    let mut found = None;
-    waiting.retain(|&s| {
+/// Looks for the earliest start of a plausible frame chain (`chain_at`) in
+/// bytes that grow between calls: resynchronising after a gap, and guessing
+/// the protocol of a connection picked up mid-way.
+///
+/// A payload byte pattern that looks like a large frame header must not hide
+/// the real boundary after it, so every offset is a candidate. Each is
+/// scanned once, when its header is whole; one still plausible waits with
+/// the length its answer can change at and is checked again only then, so
+/// junk costs linear time however it is cut into deliveries. At most
+/// `MAX_WAITING` starts wait (O(1) memory whatever the bytes): when full, the
+/// one waiting for the most bytes goes, as random bytes read as a header
+/// mostly claim a length far beyond any real frame around them.
+#[derive(Debug, Default)]
+pub struct ChainScan {
+    /// Starts below this had a whole frame header and were scanned.
+    next: usize,
+    /// (length of the bytes to wait for, start), in start order, all below
+    /// `next`. Length 0: found already, checked again if asked again.
+    waiting: Vec<(usize, usize)>,
+    /// No start waits for more than this (it may be stale, too high).
+    longest: usize,
+}
+
+impl ChainScan {
+    /// The earliest start of a plausible chain in `b`, among the starts not
+    /// dropped. `b` must extend the bytes of the previous call (or those
+    /// minus a `shift`) and `dir` stay the same.
+    pub fn find(&mut self, b: &[u8], dir: Dir) -> Option<usize> {
+        let len = b.len();
+        // Waiting starts all precede new ones: one found is the earliest.
+        let mut found = None;
+        let mut longest = self.longest;
+        self.waiting.retain_mut(|(t, s)| {
+            if found.is_some() || *t > len {
+                return true;
+            }
+            match chain_at(b, *s, dir) {
+                Chain::Found => {
+                    *t = 0;
+                    found = Some(*s);
+                    true
+                }
+                Chain::Wait(w) => {
+                    *t = w;
+                    longest = longest.max(w);
+                    true
+                }
+                Chain::No => false,
+            }
+        });
+        self.longest = longest;
         if found.is_some() {
-            return true;
+            return found;
         }
-        match chain_at(b, s, dir) {
-            Chain::Found => {
-                found = Some(s);
+        // A start whose header is still incomplete waits for `next` to reach it.
+        while self.next + HEADER_LEN <= len {
+            let s = self.next;
+            self.next += 1;
+            match chain_at(b, s, dir) {
+                // Two frames ending exactly at the end of `b` may not be
+                // followed by a plausible header: kept, so that asked again
+                // the scan checks it again with more bytes, as a rescan
+                // would. Neither caller asks again: the resync commits to
+                // the first find (a third header is not awaited, as before)
+                // and the protocol guess is decided by it.
+                Chain::Found => {
+                    self.wait(0, s);
+                    return Some(s);
+                }
+                Chain::Wait(t) => self.wait(t, s),
+                Chain::No => {}
+            }
+        }
+        None
+    }
+
+    /// Keeps `s` (above every waiting start) waiting for length `t`.
+    fn wait(&mut self, t: usize, s: usize) {
+        if self.waiting.len() >= MAX_WAITING {
+            // Junk tends to claim ever longer frames: then `s` goes at once.
+            if t >= self.longest {
+                return;
+            }
+            // Drop whichever waits longest (the latest start of those
+            // waiting as long), `s` itself unless another waits longer.
+            let mut far = (0, 0);
+            for (i, &(u, _)) in self.waiting.iter().enumerate() {
+                if u >= far.1 {
+                    far = (i, u);
+                }
+            }
+            if far.1 <= t {
+                self.longest = far.1;
+                return;
+            }
+            self.waiting.remove(far.0);
+            self.longest = self.waiting.iter().map(|w| w.0).max().unwrap_or(0);
+        }
+        self.longest = self.longest.max(t);
+        self.waiting.push((t, s));
+    }
+
+    /// The bytes lost their first `n`: offsets move back by `n`, and the
+    /// starts among the lost bytes are forgotten.
+    pub fn shift(&mut self, n: usize) {
+        self.next = self.next.saturating_sub(n);
+        self.longest = self.longest.saturating_sub(n);
+        self.waiting.retain_mut(|(t, s)| match s.checked_sub(n) {
+            Some(k) => {
+                *s = k;
+                // A length already reached stays reached.
+                *t = t.saturating_sub(n);
                 true
             }
-            Chain::Wait(_) => true,
-            Chain::No => false,
-        }
-    });
-    if found.is_some() {
-        return found;
+            None => false,
+        });
     }
-    // A start whose header is still incomplete is scanned with more bytes.
-    while *next + HEADER_LEN <= b.len() {
-        let s = *next;
-        *next += 1;
-        match chain_at(b, s, dir) {
-            Chain::Found => return Some(s),
-            Chain::Wait(_) => {
-                if waiting.len() == MAX_WAITING {
-                    waiting.remove(0);
-                }
-                waiting.push(s);
-            }
-            Chain::No => {}
-        }
+
+    /// The earliest start that may still be found: bytes before it never
+    /// start a chain this scan reports.
+    pub fn first_live(&self) -> usize {
+        self.waiting.first().map_or(self.next, |&(_, s)| s)
     }
-    None
+
+    /// Starts waiting for more bytes (at most `MAX_WAITING`).
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Forgets everything, for bytes that start over.
+    pub fn clear(&mut self) {
+        self.next = 0;
+        self.longest = 0;
+        self.waiting.clear();
+    }
 }
 
 struct PendingBlock {
@@ -265,11 +359,9 @@ struct PendingBlock {
 struct Half {
     dir: Dir,
     state: ReadState,
-    /// Bytes held while `Unsynced`, the first offset not searched yet, and
-    /// the earlier offsets still waiting for more bytes.
+    /// Bytes held while `Unsynced`, and the search for a frame boundary in them.
     resync: Vec<u8>,
-    resync_from: usize,
-    resync_waiting: Vec<usize>,
+    resync_scan: ChainScan,
     hdr_buf: [u8; HEADER_LEN],
     hdr_have: usize,
     buf: Vec<u8>,
@@ -281,14 +373,7 @@ impl Half {
     /// Discards the first `n` resync bytes, moving the search offsets along.
     fn drop_resync(&mut self, n: usize) {
         self.resync.drain(..n);
-        self.resync_from = self.resync_from.saturating_sub(n);
-        self.resync_waiting.retain_mut(|s| match s.checked_sub(n) {
-            Some(k) => {
-                *s = k;
-                true
-            }
-            None => false,
-        });
+        self.resync_scan.shift(n);
     }
 }
 
@@ -323,8 +408,7 @@ impl Connection {
                 dir,
                 state,
                 resync: Vec::new(),
-                resync_from: 0,
-                resync_waiting: Vec::new(),
+                resync_scan: ChainScan::default(),
                 hdr_buf: [0; HEADER_LEN],
                 hdr_have: 0,
                 buf: Vec::new(),
@@ -472,19 +556,13 @@ impl Connection {
                         half.drop_resync(drop);
                         self.stats.bytes_unsynced += drop as u64;
                     }
-                    match resume_chain(
-                        &half.resync,
-                        dir,
-                        &mut half.resync_from,
-                        &mut half.resync_waiting,
-                    ) {
+                    match half.resync_scan.find(&half.resync, dir) {
                         Some(start) => {
                             self.stats.bytes_unsynced += start as u64;
                             self.stats.resyncs += 1;
                             let tail = half.resync.split_off(start);
                             half.resync.clear();
-                            half.resync_from = 0;
-                            half.resync_waiting.clear();
+                            half.resync_scan.clear();
                             half.state = ReadState::Header;
                             half.hdr_have = 0;
                             self.data(dir, &tail, frame, ts_ns, sink);
@@ -493,10 +571,7 @@ impl Connection {
                             // Bytes before every candidate can never start a
                             // frame; drop them once they are half the buffer
                             // (moving the rest on every packet would be quadratic).
-                            let dead = half
-                                .resync_waiting
-                                .first()
-                                .map_or(half.resync_from, |&w| w.min(half.resync_from));
+                            let dead = half.resync_scan.first_live();
                             if dead > 0 && dead * 2 >= half.resync.len() {
                                 half.drop_resync(dead);
                                 self.stats.bytes_unsynced += dead as u64;
@@ -562,8 +637,7 @@ impl Connection {
         }
         half.state = ReadState::Unsynced;
         half.resync.clear();
-        half.resync_from = 0;
-        half.resync_waiting.clear();
+        half.resync_scan.clear();
         half.pending = None;
         half.hdr_have = 0;
         half.buf.clear();
@@ -808,74 +882,173 @@ impl Connection {
     }
 }
 
-/// Whether `bytes` holds a plausible chain of HTTP/2 frames somewhere (a
-/// connection picked up after its start).
-pub fn looks_like_frames(bytes: &[u8], dir: Dir) -> bool {
-    (0..bytes.len()).any(|s| chain_at(bytes, s, dir) == Chain::Found)
-}
-
-/// `looks_like_frames` over bytes that only grow between calls, without
-/// rescanning them: each start is scanned once, then again only when the
-/// bytes reach the length at which its answer can change. Re-running every
-/// start on each delivery was quadratic in an undecided connection's bytes.
-#[derive(Default)]
-pub struct FrameScan {
-    /// Starts below this had a whole frame header and were scanned.
-    next: usize,
-    /// (length to wait for, start) of chains still plausible; u32 keeps the
-    /// worst case (a plausible header at every start) at 8 bytes a start.
-    waiting: BinaryHeap<Reverse<(u32, u32)>>,
-}
-
-impl FrameScan {
-    /// What `looks_like_frames(bytes, dir)` answers. `bytes` must extend the
-    /// bytes of the previous call and `dir` stay the same.
-    pub fn found(&mut self, bytes: &[u8], dir: Dir) -> bool {
-        let Ok(len) = u32::try_from(bytes.len()) else {
-            return looks_like_frames(bytes, dir);
-        };
-        // A start without a whole header waits (frames < 2) whatever the
-        // length: those are the last few, picked up by `next` later.
-        while self.waiting.peek().is_some_and(|Reverse((t, _))| *t <= len) {
-            let Some(Reverse((_, s))) = self.waiting.pop() else {
-                break;
-            };
-            if self.check(bytes, s as usize, dir) {
-                return true;
-            }
-        }
-        while self.next + HEADER_LEN <= bytes.len() {
-            let s = self.next;
-            self.next += 1;
-            if self.check(bytes, s, dir) {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Scans the chain at `s`; a plausible one waits for its length.
-    fn check(&mut self, bytes: &[u8], s: usize, dir: Dir) -> bool {
-        match chain_at(bytes, s, dir) {
-            Chain::Found => {
-                // A chain found at the exact end may not hold with more bytes:
-                // asked again, it is checked again.
-                self.waiting.push(Reverse((0, s as u32)));
-                true
-            }
-            Chain::Wait(t) => {
-                // Past u32: beyond any length these bytes can reach.
-                let t = u32::try_from(t).unwrap_or(u32::MAX);
-                self.waiting.push(Reverse((t, s as u32)));
-                false
-            }
-            Chain::No => false,
-        }
-    }
-}
-
 /// Whether `bytes` starts like the client preface (enough to route a connection).
 pub fn looks_like_preface(bytes: &[u8]) -> bool {
     let n = bytes.len().min(PREFACE.len());
     n >= 4 && bytes[..n] == PREFACE[..n]
+}
+
+/// The full rescan `ChainScan` stands in for: whether a chain starts anywhere.
+#[cfg(test)]
+pub(crate) fn looks_like_frames(bytes: &[u8], dir: Dir) -> bool {
+    (0..bytes.len()).any(|s| chain_found_at(bytes, s, dir))
+}
+
+#[cfg(test)]
+pub(crate) fn chain_found_at(bytes: &[u8], start: usize, dir: Dir) -> bool {
+    chain_at(bytes, start, dir) == Chain::Found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        out.push(kind);
+        out.push(flags);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+
+    /// SETTINGS, PING, WINDOW_UPDATE: a chain found once the third header is in.
+    fn chain() -> Vec<u8> {
+        let mut b = Vec::new();
+        frame(&mut b, 4, 0, 0, &[]);
+        frame(&mut b, 6, 0, 0, &[0; 8]);
+        frame(&mut b, 8, 0, 0, &[0, 0, 1, 0]);
+        b
+    }
+
+    /// A plausible HEADERS header claiming 1 MiB: waits far beyond the test bytes.
+    fn long_header() -> [u8; HEADER_LEN] {
+        [0x10, 0, 0, 1, 4, 0, 0, 0, 1]
+    }
+
+    #[test]
+    fn shifted_scan_finds_the_chain_at_the_shifted_offset() {
+        let mut b = vec![0xee; 10];
+        b.extend_from_slice(&long_header());
+        b.extend_from_slice(&[0xee; 5]);
+        let real = b.len();
+        b.extend_from_slice(&chain());
+        let mut scan = ChainScan::default();
+        // Up to the middle of the chain: the long header and the chain wait.
+        let cut = real + 12;
+        assert_eq!(scan.find(&b[..cut], Dir::ToServer), None);
+        assert_eq!(scan.first_live(), 10);
+        // The resync drops the dead bytes in front.
+        b.drain(..10);
+        scan.shift(10);
+        assert_eq!(scan.first_live(), 0);
+        assert_eq!(scan.find(&b[..cut - 10], Dir::ToServer), None);
+        // Dropping the long header's bytes forgets it.
+        b.drain(..3);
+        scan.shift(3);
+        assert_eq!(scan.find(&b, Dir::ToServer), Some(real - 13));
+        assert_eq!(scan.waiting(), 1, "only the chain kept waiting");
+    }
+
+    #[test]
+    fn shift_past_the_scanned_offsets_starts_over() {
+        let mut scan = ChainScan::default();
+        let junk = [0xee; 40];
+        assert_eq!(scan.find(&junk, Dir::ToServer), None);
+        scan.shift(40);
+        assert_eq!((scan.first_live(), scan.waiting()), (0, 0));
+        assert_eq!(scan.find(&chain(), Dir::ToServer), Some(0));
+    }
+
+    /// More long-waiting headers than the cap, then a chain cut into pieces:
+    /// the waiting starts stay bounded and the chain is still found.
+    #[test]
+    fn chain_found_behind_more_waiting_starts_than_the_cap() {
+        let mut b = Vec::new();
+        for _ in 0..4 * MAX_WAITING {
+            b.extend_from_slice(&long_header());
+        }
+        let real = b.len();
+        b.extend_from_slice(&chain());
+        let mut scan = ChainScan::default();
+        let mut found = None;
+        for len in 1..=b.len() {
+            found = scan.find(&b[..len], Dir::ToServer);
+            assert!(scan.waiting() <= MAX_WAITING);
+            if found.is_some() {
+                break;
+            }
+        }
+        assert_eq!(found, Some(real));
+    }
+
+    /// A chain found at the very end of the bytes is checked again when asked
+    /// again, as the full rescan would.
+    #[test]
+    fn chain_ending_at_the_end_is_checked_again() {
+        let mut b = Vec::new();
+        frame(&mut b, 4, 0, 0, &[]);
+        frame(&mut b, 6, 0, 0, &[0; 8]);
+        let mut scan = ChainScan::default();
+        assert_eq!(scan.find(&b, Dir::ToServer), Some(0));
+        b.extend_from_slice(&[0xee; HEADER_LEN]);
+        assert!(!looks_like_frames(&b, Dir::ToServer));
+        assert_eq!(scan.find(&b, Dir::ToServer), None);
+    }
+
+    /// Frames among junk, delivered in random pieces, the dead bytes in
+    /// front dropped now and then (sometimes more, as the resync window
+    /// does): the scan finds the earliest start a rescan of what is left
+    /// finds, at the same delivery (these bytes never fill it).
+    #[test]
+    fn scan_with_shifts_finds_what_a_rescan_finds() {
+        let mut next = crate::test_rng(0x0123_4567_89ab_cdef);
+        let mut found = 0;
+        for round in 0..2000 {
+            let mut bytes = Vec::new();
+            while bytes.len() < 1 + next(600) as usize {
+                match next(5) {
+                    0 => frame(&mut bytes, 4, 0, 0, &[0; 6][..6 * next(2) as usize]),
+                    1 => frame(&mut bytes, 6, 0, 0, &[9; 8]),
+                    2 => frame(&mut bytes, 0, 1, 1 + 2 * next(3) as u32, &[0xff; 20]),
+                    // A header claiming more than follows.
+                    3 => frame(&mut bytes, 1, 4, 1, &[]),
+                    _ => bytes.extend((0..next(30)).map(|_| [0, 1, 4, 0xff][next(4) as usize])),
+                }
+                // Now and then a byte of a header or payload broken.
+                if !bytes.is_empty() && next(3) == 0 {
+                    let at = bytes.len() - 4.min(bytes.len());
+                    bytes[at] = next(3) as u8;
+                }
+            }
+            let mut scan = ChainScan::default();
+            let (mut buf, mut fed) = (Vec::new(), 0);
+            while fed < bytes.len() {
+                let n = (1 + next(40) as usize).min(bytes.len() - fed);
+                buf.extend_from_slice(&bytes[fed..fed + n]);
+                fed += n;
+                let got = scan.find(&buf, Dir::ToServer);
+                // Fewer wait than the cap in these bytes: none was dropped.
+                assert!(scan.waiting() < MAX_WAITING, "round {round}");
+                let want = (0..buf.len()).find(|&s| chain_found_at(&buf, s, Dir::ToServer));
+                if let Some(s) = got {
+                    assert!(chain_found_at(&buf, s, Dir::ToServer), "round {round}");
+                }
+                assert_eq!(got, want, "round {round} at {fed}");
+                if got.is_some() {
+                    found += 1;
+                    break;
+                }
+                let dead = if next(8) == 0 {
+                    next(buf.len() as u64 + 1) as usize
+                } else {
+                    scan.first_live()
+                };
+                if next(2) == 0 {
+                    buf.drain(..dead);
+                    scan.shift(dead);
+                }
+            }
+        }
+        assert!(found > 500, "{found}");
+    }
 }
