@@ -1150,6 +1150,22 @@ mod tests {
                 assert_eq!(r.notes.len(), usize::from(kept == 0), "{:?}", r.notes);
             }
         }
+        // A name repeated past the count is still one name.
+        let body = format!(
+            r#"{{"inputs": {{{}"a": [1, 2]}}}}"#,
+            r#""a": 1,"#.repeat(3 * n + 7)
+        );
+        let r = parse_request_body(Some("Predict"), body.as_bytes());
+        assert_eq!(r.inputs.len(), 1);
+        assert_eq!(r.inputs[0].shape, Some(vec![2]));
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+        let body = format!(
+            r#"{{"instances": [{{"a": 1}}, {{{}"b": 2}}]}}"#,
+            r#""b": 1,"#.repeat(n + 1)
+        );
+        let r = parse_request_body(Some("Predict"), body.as_bytes());
+        assert_eq!(r.inputs.len(), 2);
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
         // Repeats of "b64" past the count are still one b64 value.
         let body = format!(
             r#"{{"inputs": {{{}"b64": "aGk="}}}}"#,

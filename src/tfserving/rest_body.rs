@@ -242,8 +242,20 @@ impl<'de> Tensors<'de> {
     }
 }
 
+/// Sorts by key, of equal keys keeping the last (the sort is stable).
+fn sort_keep_last(items: &mut Vec<(Cow<'_, str>, Nest)>) {
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    items.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+}
+
 /// The members of an object of tensors (a row, or the columnar map), sorted
-/// by key, a key given twice keeping its last value as a JSON map does; and
+/// by key, a key given twice keeping its last value (see `RequestBody`); and
 /// whether the object is a {"b64": "…"} wrapper instead.
 fn members<'de, A: MapAccess<'de>>(mut map: A) -> Result<(Tensors<'de>, bool), A::Error> {
     let mut items = Vec::new();
@@ -271,24 +283,26 @@ fn members<'de, A: MapAccess<'de>>(mut map: A) -> Result<(Tensors<'de>, bool), A
         let Some(nest) = nest else {
             continue;
         };
-        if items.len() == MAX_NAMED {
-            // Counted with repeats: a key given twice is rare outside attacks.
-            too_many = true;
-            items = Vec::new();
-            continue;
+        if items.len() == 2 * MAX_NAMED {
+            // Repeats count once: fold them now, and give up only past
+            // MAX_NAMED distinct names. At least MAX_NAMED pushes separate
+            // two folds, so a key repeated without end stays linear.
+            sort_keep_last(&mut items);
+            if items.len() > MAX_NAMED {
+                too_many = true;
+                items = Vec::new();
+                continue;
+            }
         }
         items.push((k, nest));
     }
     let b64 = any && only_b64 && last_b64_string;
-    // Stable: of equal keys the last stays last, and replaces the others.
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut named: Vec<(Cow<'de, str>, Nest)> = Vec::with_capacity(items.len());
-    for item in items {
-        match named.last_mut() {
-            Some(last) if last.0 == item.0 => *last = item,
-            _ => named.push(item),
-        }
+    sort_keep_last(&mut items);
+    if items.len() > MAX_NAMED {
+        too_many = true;
+        items = Vec::new();
     }
+    let named = items;
     Ok((Tensors { named, too_many }, b64))
 }
 
@@ -623,7 +637,10 @@ impl<'de> Visitor<'de> for FirstRow<'_> {
 }
 
 /// The members of a request body that TF Serving reads (json_tensor.cc); a
-/// member given twice counts as its last value.
+/// member given twice counts as its last value, as in serde_json's map and
+/// tfwire's reading before this module. TF Serving's rapidjson lookups find
+/// the first; bodies that repeat a member are rare enough that this is left
+/// as it was.
 #[derive(Debug, Default)]
 pub struct RequestBody<'de> {
     /// The body is a JSON object.
