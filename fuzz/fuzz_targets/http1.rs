@@ -25,6 +25,8 @@ fuzz_target!(|data: &[u8]| {
         id: 0,
         client: "10.0.0.1:40000".parse().expect("addr"),
         server: "10.0.0.2:8501".parse().expect("addr"),
+        client_text: "10.0.0.1:40000".into(),
+        server_text: "10.0.0.2:8501".into(),
         roles: RoleSource::Handshake,
         first_frame: 1,
         first_ts_ns: 0,

@@ -36,6 +36,8 @@ fuzz_target!(|data: &[u8]| {
         id: 0,
         client: "10.0.0.1:40000".parse().expect("addr"),
         server: "10.0.0.2:8500".parse().expect("addr"),
+        client_text: "10.0.0.1:40000".into(),
+        server_text: "10.0.0.2:8500".into(),
         roles: RoleSource::Handshake,
         first_frame: 1,
         first_ts_ns: 0,
