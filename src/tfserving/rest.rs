@@ -255,6 +255,26 @@ fn predict_outputs(
     }
 }
 
+/// Longest REST "error" kept, as HPACK keeps a gRPC `grpc-message`: the
+/// text is repeated in the line (status, diagnosis evidence), and a body may
+/// be 64 MiB of it.
+const MAX_ERROR_TEXT: usize = 64 << 10;
+
+fn cap_error(mut e: String, notes: &mut Vec<String>) -> String {
+    if e.len() > MAX_ERROR_TEXT {
+        notes.push(format!(
+            "response: error message of {} bytes cut to its first {MAX_ERROR_TEXT}",
+            e.len()
+        ));
+        let mut cut = MAX_ERROR_TEXT;
+        while !e.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        e.truncate(cut);
+    }
+    e
+}
+
 /// Model metadata and status responses are read into a `Value` (a few KB
 /// for real models); past this a body is not decoded, as a `Value` can take
 /// 100 times the bytes it is read from.
@@ -357,7 +377,7 @@ impl Exchange {
                 };
                 let body = rest_body::read_response(&resp.body, reply).ok();
                 if let Some(b) = body {
-                    status.message = b.error;
+                    status.message = b.error.map(|e| cap_error(e, &mut notes));
                     match route.method {
                         Some("Predict") => {
                             outputs = predict_outputs(b.predictions, b.outputs, &mut notes)
@@ -1222,6 +1242,25 @@ mod tests {
         let v: Value = serde_json::from_str(r#"{"predictions": [[0.1], [0.9]]}"#).expect("json");
         assert_eq!(outputs_of(&v)[0].shape, Some(vec![2, 1]));
         assert_eq!(outputs_of(&v)[0].name, "");
+    }
+
+    #[test]
+    fn a_huge_error_message_is_cut_at_a_character() {
+        let mut notes = Vec::new();
+        assert_eq!(cap_error("short".into(), &mut notes), "short");
+        assert!(notes.is_empty());
+        // 'é' is two bytes: the cut falls inside one and moves back.
+        let long = format!("x{}", "é".repeat(MAX_ERROR_TEXT));
+        let cut = cap_error(long.clone(), &mut notes);
+        assert_eq!(cut.len(), MAX_ERROR_TEXT - 1);
+        assert!(long.starts_with(&cut));
+        assert_eq!(
+            notes,
+            [format!(
+                "response: error message of {} bytes cut to its first 65536",
+                long.len()
+            )]
+        );
     }
 
     #[test]
