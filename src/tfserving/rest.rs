@@ -194,7 +194,11 @@ pub fn parse_request_body(method: Option<&str>, body: &[u8]) -> RestRequest {
         r.notes.push("request body is not a JSON object".into());
         return r;
     }
-    r.signature = b.signature.flatten();
+    let notes = &mut r.notes;
+    r.signature = b
+        .signature
+        .flatten()
+        .map(|s| cap_text(s, "request: signature_name", notes));
     if examples {
         r.examples = b.examples.flatten();
         return r;
@@ -255,24 +259,26 @@ fn predict_outputs(
     }
 }
 
-/// Longest REST "error" kept, as HPACK keeps a gRPC `grpc-message`: the
-/// text is repeated in the line (status, diagnosis evidence), and a body may
-/// be 64 MiB of it.
-const MAX_ERROR_TEXT: usize = 64 << 10;
+/// Longest REST text kept ("error", "signature_name"), as HPACK keeps a
+/// gRPC `grpc-message` or path: the text is repeated in the line (status,
+/// diagnosis evidence), and a body may be 64 MiB of it.
+const MAX_TEXT: usize = 64 << 10;
 
-fn cap_error(mut e: String, notes: &mut Vec<String>) -> String {
-    if e.len() > MAX_ERROR_TEXT {
+/// `text`, cut to `MAX_TEXT` bytes at a character boundary, with a note
+/// naming `what` when it is cut.
+fn cap_text(mut text: String, what: &str, notes: &mut Vec<String>) -> String {
+    if text.len() > MAX_TEXT {
         notes.push(format!(
-            "response: error message of {} bytes cut to its first {MAX_ERROR_TEXT}",
-            e.len()
+            "{what} of {} bytes cut to its first {MAX_TEXT}",
+            text.len()
         ));
-        let mut cut = MAX_ERROR_TEXT;
-        while !e.is_char_boundary(cut) {
+        let mut cut = MAX_TEXT;
+        while !text.is_char_boundary(cut) {
             cut -= 1;
         }
-        e.truncate(cut);
+        text.truncate(cut);
     }
-    e
+    text
 }
 
 /// Model metadata and status responses are read into a `Value` (a few KB
@@ -377,7 +383,9 @@ impl Exchange {
                 };
                 let body = rest_body::read_response(&resp.body, reply).ok();
                 if let Some(b) = body {
-                    status.message = b.error.map(|e| cap_error(e, &mut notes));
+                    status.message = b
+                        .error
+                        .map(|e| cap_text(e, "response: error message", &mut notes));
                     match route.method {
                         Some("Predict") => {
                             outputs = predict_outputs(b.predictions, b.outputs, &mut notes)
@@ -1237,14 +1245,14 @@ mod tests {
     }
 
     #[test]
-    fn a_huge_error_message_is_cut_at_a_character() {
+    fn huge_texts_are_cut_at_a_character() {
         let mut notes = Vec::new();
-        assert_eq!(cap_error("short".into(), &mut notes), "short");
+        assert_eq!(cap_text("short".into(), "e", &mut notes), "short");
         assert!(notes.is_empty());
         // 'é' is two bytes: the cut falls inside one and moves back.
-        let long = format!("x{}", "é".repeat(MAX_ERROR_TEXT));
-        let cut = cap_error(long.clone(), &mut notes);
-        assert_eq!(cut.len(), MAX_ERROR_TEXT - 1);
+        let long = format!("x{}", "é".repeat(MAX_TEXT));
+        let cut = cap_text(long.clone(), "response: error message", &mut notes);
+        assert_eq!(cut.len(), MAX_TEXT - 1);
         assert!(long.starts_with(&cut));
         assert_eq!(
             notes,
@@ -1253,6 +1261,18 @@ mod tests {
                 long.len()
             )]
         );
+        // A signature name, read from a request body.
+        let body = format!(
+            r#"{{"signature_name": "{}", "instances": [1]}}"#,
+            "s".repeat(70_000)
+        );
+        let r = parse_request_body(Some("Predict"), body.as_bytes());
+        assert_eq!(r.signature.map(|s| s.len()), Some(MAX_TEXT));
+        assert_eq!(
+            r.notes,
+            ["request: signature_name of 70000 bytes cut to its first 65536"]
+        );
+        assert_eq!(r.inputs[0].shape, Some(vec![1]));
     }
 
     #[test]
