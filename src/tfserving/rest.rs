@@ -541,7 +541,6 @@ fn resolve(tensors: &mut [TensorSummary], specs: &[super::TensorSpec]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     // The Value-based reading this module did before `rest_body`: the
     // reference the streaming reader is checked against.
@@ -606,103 +605,6 @@ mod tests {
         }
     }
 
-    /// Nesting of a JSON list without building one (no copy of the values):
-    /// the same as `nest(&Value::Array(items))`.
-    fn nest_list(items: &[Value]) -> Nest {
-        let mut shape = vec![items.len() as i64];
-        if let Some(first) = items.first() {
-            shape.extend_from_slice(&nest(first).shape);
-        }
-        let mut n = Nest {
-            shape: shape.clone(),
-            values: 0,
-            kinds: Vec::new(),
-            ragged: false,
-        };
-        for x in items {
-            walk(x, 1, &shape, &mut n);
-        }
-        n
-    }
-
-    /// Row format with objects (one key per input or output): one tensor per
-    /// key, `[rows, …]`, ragged when a row lacks the key or differs in shape.
-    /// None when the rows are not objects.
-    fn named_rows(rows: &[Value]) -> Option<Vec<TensorSummary>> {
-        let named = rows
-            .first()
-            .is_some_and(|f| f.as_object().is_some_and(|o| !is_b64(o)));
-        if !named {
-            return None;
-        }
-        // One pass over the rows, folding each key's values as they come: a
-        // lookup per key per row would cost rows × keys when every row has its
-        // own key (attacker-controlled bodies).
-        struct Acc<'v> {
-            name: &'v str,
-            count: usize,
-            first_shape: Vec<i64>,
-            values: u64,
-            kinds: Vec<&'static str>,
-            ragged: bool,
-        }
-        let mut accs: Vec<Acc> = Vec::new();
-        // Filled only once there are more keys than are worth scanning.
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        for o in rows.iter().filter_map(Value::as_object) {
-            for (name, v) in o {
-                let n = nest(v);
-                let found = if accs.len() <= names::LINEAR_MAX {
-                    accs.iter().position(|a| a.name == name)
-                } else {
-                    if index.is_empty() {
-                        index.extend(accs.iter().enumerate().map(|(i, a)| (a.name, i)));
-                    }
-                    index.get(name.as_str()).copied()
-                };
-                let i = found.unwrap_or_else(|| {
-                    accs.push(Acc {
-                        name,
-                        count: 0,
-                        first_shape: n.shape.clone(),
-                        values: 0,
-                        kinds: Vec::new(),
-                        ragged: false,
-                    });
-                    if !index.is_empty() {
-                        index.insert(name, accs.len() - 1);
-                    }
-                    accs.len() - 1
-                });
-                let a = &mut accs[i];
-                a.count += 1;
-                a.values += n.values;
-                for k in &n.kinds {
-                    if !a.kinds.contains(k) {
-                        a.kinds.push(k);
-                    }
-                }
-                a.ragged |= n.ragged || n.shape != a.first_shape;
-            }
-        }
-        accs.sort_by(|a, b| a.name.cmp(b.name));
-        let mut out = Vec::with_capacity(accs.len());
-        for a in accs {
-            let mut shape = vec![rows.len() as i64];
-            shape.extend_from_slice(&a.first_shape);
-            out.push(tensor(
-                a.name,
-                &Nest {
-                    shape,
-                    values: a.values,
-                    kinds: a.kinds,
-                    ragged: a.ragged || a.count != rows.len(),
-                },
-            ));
-        }
-        Some(out)
-    }
-
     fn parse_request_body_value(method: Option<&str>, body: &[u8]) -> RestRequest {
         let mut r = RestRequest::default();
         if body.iter().all(u8::is_ascii_whitespace) {
@@ -737,11 +639,11 @@ mod tests {
                 r.notes
                     .push("body has both 'instances' and 'inputs'".into());
             }
-            (Some(Value::Array(rows)), None) => {
+            (Some(list @ Value::Array(rows)), None) => {
                 r.format = Some("row");
                 // One tensor per key of the row objects, or a single unnamed
                 // input whose alias comes from the signature.
-                r.inputs = named_rows(rows).unwrap_or_else(|| vec![tensor("", &nest_list(rows))]);
+                r.inputs = named_rows(rows).unwrap_or_else(|| vec![tensor("", &nest(list))]);
             }
             (Some(_), None) => {
                 r.format = Some("row");
@@ -768,9 +670,9 @@ mod tests {
 
     fn outputs_of(v: &Value) -> Vec<TensorSummary> {
         let mut out = Vec::new();
-        if let Some(p) = v.get("predictions").and_then(Value::as_array) {
+        if let Some(list @ Value::Array(p)) = v.get("predictions") {
             // Named outputs per row, or one unnamed output (alias from the signature).
-            out = named_rows(p).unwrap_or_else(|| vec![tensor("", &nest_list(p))]);
+            out = named_rows(p).unwrap_or_else(|| vec![tensor("", &nest(list))]);
         } else if let Some(o) = v.get("outputs") {
             match o {
                 Value::Object(m) if !is_b64(m) => {
@@ -786,9 +688,11 @@ mod tests {
         out
     }
 
-    /// The per-key definition `named_rows` must agree with: for each key, a
-    /// lookup in every row.
-    fn named_rows_by_key(rows: &[Value]) -> Option<Vec<TensorSummary>> {
+    /// Row format with objects (one key per input or output): one tensor per
+    /// key, `[rows, …]`, ragged when a row lacks the key or differs in shape.
+    /// None when the rows are not objects. Defined per key, a lookup in every
+    /// row (rows × keys, fine for a reference).
+    fn named_rows(rows: &[Value]) -> Option<Vec<TensorSummary>> {
         let named = rows
             .first()
             .is_some_and(|f| f.as_object().is_some_and(|o| !is_b64(o)));
@@ -1053,7 +957,7 @@ mod tests {
     }
 
     #[test]
-    fn named_rows_agrees_with_a_lookup_per_key() {
+    fn row_reading_agrees_with_a_lookup_per_key() {
         let mut bodies: Vec<String> = [
             "[]",
             "[1, 2]",
@@ -1077,12 +981,16 @@ mod tests {
                 .collect();
             bodies.push(format!("[{}]", rows.join(",")));
         }
-        for body in &bodies {
-            let v: Value = serde_json::from_str(body).expect("json");
-            let rows = v.as_array().expect("list");
+        for rows in &bodies {
+            let body = format!(r#"{{"instances": {rows}}}"#);
+            let (streamed, reference) = (
+                parse_request_body(Some("Predict"), body.as_bytes()),
+                parse_request_body_value(Some("Predict"), body.as_bytes()),
+            );
+            assert!(!streamed.inputs.is_empty());
             assert_eq!(
-                format!("{:?}", named_rows(rows)),
-                format!("{:?}", named_rows_by_key(rows)),
+                format!("{streamed:?}"),
+                format!("{reference:?}"),
                 "{}",
                 &body[..body.len().min(200)]
             );
@@ -1207,41 +1115,28 @@ mod tests {
     }
 
     #[test]
-    fn list_nesting_matches_the_array_it_would_build() {
-        for text in [
-            "[[1, 2], [3, 4]]",
-            "[[1, 2, 3], [4, 5]]",
-            "[1, [2]]",
-            "[]",
-            "[[[1.5]], [[2.5]]]",
-        ] {
-            let v: Value = serde_json::from_str(text).expect("json");
-            let items = v.as_array().expect("list");
-            let (a, b) = (nest_list(items), nest(&v));
-            assert_eq!(
-                (a.shape, a.values, a.kinds, a.ragged),
-                (b.shape, b.values, b.kinds, b.ragged),
-                "{text}"
-            );
-        }
-    }
-
-    #[test]
     fn outputs_in_row_and_columnar_form() {
-        let v: Value = serde_json::from_str(
-            r#"{"predictions": [{"a": [1.0, 2.0], "b": 3}, {"a": [4.0, 5.0], "b": 6}]}"#,
-        )
-        .expect("json");
-        let out = outputs_of(&v);
+        let outputs = |body: &str| {
+            let b = rest_body::read_response(body.as_bytes(), Reply::Predict).expect("json");
+            predict_outputs(b.predictions, b.outputs, &mut Vec::new())
+        };
+        let out =
+            outputs(r#"{"predictions": [{"a": [1.0, 2.0], "b": 3}, {"a": [4.0, 5.0], "b": 6}]}"#);
         assert_eq!(
             out.iter()
                 .map(|t| (t.name.as_str(), t.shape.clone()))
                 .collect::<Vec<_>>(),
             vec![("a", Some(vec![2, 2])), ("b", Some(vec![2]))]
         );
-        let v: Value = serde_json::from_str(r#"{"predictions": [[0.1], [0.9]]}"#).expect("json");
-        assert_eq!(outputs_of(&v)[0].shape, Some(vec![2, 1]));
-        assert_eq!(outputs_of(&v)[0].name, "");
+        let out = outputs(r#"{"predictions": [[0.1], [0.9]]}"#);
+        assert_eq!(out[0].shape, Some(vec![2, 1]));
+        assert_eq!(out[0].name, "");
+        // Not a list: the columnar outputs are read instead.
+        let out = outputs(r#"{"predictions": 1, "outputs": {"y": [[1, 2, 3]]}}"#);
+        assert_eq!(
+            (out[0].name.as_str(), out[0].shape.clone()),
+            ("y", Some(vec![1, 3]))
+        );
     }
 
     #[test]
